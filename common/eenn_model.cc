@@ -1,0 +1,328 @@
+#include "common/eenn_model.h"
+
+#include <torch/nn/functional/dropout.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+
+namespace eenn::common {
+
+namespace nn = torch::nn;
+
+// A module that only groups children under a name ("backbone", "gates").
+class ContainerImpl : public nn::Module {};
+
+// The reference's ConvMlp "pre_logits" block of the VGG classifier.
+class ConvMlpImpl : public nn::Module {
+ public:
+  ConvMlpImpl(int64_t in, int64_t hidden) {
+    fc1 = register_module("fc1", nn::Conv2d(nn::Conv2dOptions(in, hidden, 7)));
+    fc2 = register_module("fc2", nn::Conv2d(nn::Conv2dOptions(hidden, hidden, 1)));
+  }
+  nn::Conv2d fc1{nullptr}, fc2{nullptr};
+};
+
+// The pooled classifier (the reference's ClassifierHead): keys fc.0 (and fc.2).
+class PoolLinearImpl : public nn::Module {
+ public:
+  PoolLinearImpl(int64_t in, int64_t hidden, int64_t classes) {
+    nn::Sequential seq;
+    if (hidden > 0) {
+      seq->push_back(nn::Linear(in, hidden));
+      seq->push_back(nn::ReLU());
+      seq->push_back(nn::Linear(hidden, classes));
+    } else {
+      seq->push_back(nn::Linear(in, classes));
+    }
+    fc = register_module("fc", seq);
+  }
+  nn::Sequential fc{nullptr};
+};
+
+class ExitHeadImpl : public nn::Module {
+ public:
+  ExitHeadImpl(const HeadConfig& cfg, int64_t in, int64_t classes) : cfg_(cfg) {
+    if (cfg.kind == HeadKind::kConvMlp) {
+      const int64_t hidden = cfg.hidden > 0 ? cfg.hidden : 4096;
+      pre_logits_ = register_module("pre_logits", std::make_shared<ConvMlpImpl>(in, hidden));
+      head_ = register_module("head", std::make_shared<PoolLinearImpl>(hidden, 0, classes));
+    } else {
+      fc_ = std::make_shared<PoolLinearImpl>(in, cfg.hidden, classes);
+      // Keys fc.0 / fc.2 directly under the head, as in the reference.
+      register_module("fc", fc_->fc.ptr());
+    }
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    const bool train = is_training();
+    torch::Tensor y = x;
+    std::shared_ptr<PoolLinearImpl> tail = fc_;
+    if (cfg_.kind == HeadKind::kConvMlp) {
+      if (y.size(2) < 7 || y.size(3) < 7) {
+        y = torch::adaptive_avg_pool2d(y, {std::max<int64_t>(7, y.size(2)),
+                                           std::max<int64_t>(7, y.size(3))});
+      }
+      y = torch::relu(pre_logits_->fc1->forward(y));
+      if (cfg_.dropout > 0) y = torch::dropout(y, cfg_.dropout, train);
+      y = torch::relu(pre_logits_->fc2->forward(y));
+      tail = head_;
+    }
+    y = (y.size(2) == 1 && y.size(3) == 1) ? y.flatten(1)
+                                           : torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1);
+    if (cfg_.dropout > 0) y = torch::dropout(y, cfg_.dropout, train);
+    return tail->fc->forward(y);
+  }
+
+ private:
+  HeadConfig cfg_;
+  std::shared_ptr<ConvMlpImpl> pre_logits_;
+  std::shared_ptr<PoolLinearImpl> head_;
+  std::shared_ptr<PoolLinearImpl> fc_;
+};
+
+absl::string_view ConfidenceName(ConfidenceFunction f) {
+  return f == ConfidenceFunction::kMax ? "max" : "entropy";
+}
+
+absl::StatusOr<ConfidenceFunction> ParseConfidence(absl::string_view name) {
+  if (name == "max") return ConfidenceFunction::kMax;
+  if (name == "entropy") return ConfidenceFunction::kEntropy;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown confidence function '", name, "' (expected max or entropy)"));
+}
+
+torch::Tensor Confidence(const torch::Tensor& probs, ConfidenceFunction f) {
+  if (f == ConfidenceFunction::kMax) return std::get<0>(probs.max(1));
+  const double log_c = std::log(static_cast<double>(probs.size(1)));
+  // xlogy(0, 0) == 0, so zero probabilities contribute nothing (no NaN).
+  return 1.0 + torch::xlogy(probs, probs).sum(1) / log_c;
+}
+
+absl::StatusOr<std::shared_ptr<EarlyExitNet>> EarlyExitNet::Create(const ModelSpec& spec) {
+  std::shared_ptr<EarlyExitNet> net(new EarlyExitNet());
+  try {
+    EENN_RETURN_IF_ERROR(net->Build(spec));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("building model '", spec.architecture, "': ", e.what_without_backtrace()));
+  }
+  return net;
+}
+
+absl::Status EarlyExitNet::Build(const ModelSpec& spec) {
+  spec_ = spec;
+  BackboneOptions opts{spec.variant, spec.num_classes, spec.width};
+  EENN_ASSIGN_OR_RETURN(Backbone backbone, BuildBackbone(spec.architecture, opts));
+  layers_ = std::move(backbone.layers);
+  input_shape_ = backbone.input_shape;
+  head_ = spec.head_override ? spec.head : backbone.head;
+  if (head_.hidden < 0 || !(head_.dropout >= 0.0 && head_.dropout < 1.0)) {
+    return absl::InvalidArgumentError("head hidden width must be >= 0 and dropout in [0, 1)");
+  }
+  const int n = num_layers();
+
+  exit_layers_ = spec.exit_layers;
+  for (size_t i = 0; i < exit_layers_.size(); ++i) {
+    const int l = exit_layers_[i];
+    if (l < 0 || l >= n) {
+      return absl::InvalidArgumentError(absl::StrCat("exit layer ", l, " is out of range for '",
+                                                     spec.architecture, "' (layers 0..", n - 1,
+                                                     ")"));
+    }
+    if (i > 0 && l <= exit_layers_[i - 1]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "exit layers must be strictly ascending, got [", absl::StrJoin(exit_layers_, ", "), "]"));
+    }
+  }
+  if (exit_layers_.empty() || exit_layers_.back() != n - 1) exit_layers_.push_back(n - 1);
+  spec_.exit_layers = exit_layers_;
+  exit_at_layer_.assign(n, -1);
+  for (int g = 0; g < num_exits(); ++g) exit_at_layer_[exit_layers_[g]] = g;
+
+  auto backbone_holder = register_module("backbone", std::make_shared<ContainerImpl>());
+  info_.clear();
+  for (int i = 0; i < n; ++i) {
+    backbone_holder->register_module(std::to_string(i), layers_[i].module);
+    info_.push_back(LayerInfo{i, layers_[i].class_name, layers_[i].feature_dim, {}});
+  }
+  auto gates_holder = register_module("gates", std::make_shared<ContainerImpl>());
+  for (int g = 0; g < num_exits(); ++g) {
+    const int l = exit_layers_[g];
+    auto head = std::make_shared<ExitHeadImpl>(head_, layers_[l].feature_dim, spec.num_classes);
+    if (g == num_exits() - 1) ReferenceInit(*head);  // the backbone's own classifier
+    gates_holder->register_module(std::to_string(l), head);
+    heads_.push_back(head);
+  }
+  eval();
+
+  // Probe: record per-layer shapes and check that every head accepts its input.
+  torch::InferenceMode guard;
+  std::vector<int64_t> batch_shape = {1};
+  batch_shape.insert(batch_shape.end(), input_shape_.begin(), input_shape_.end());
+  torch::Tensor x = torch::zeros(batch_shape);
+  layer_input_shapes_.assign(1, input_shape_);
+  for (int i = 0; i < n; ++i) {
+    x = layers_[i].forward(x);
+    std::vector<int64_t> shape(x.sizes().begin() + 1, x.sizes().end());
+    if (x.dim() != 4 || x.size(1) != layers_[i].feature_dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "architecture '", spec.architecture, "' layer ", i, " (", layers_[i].class_name,
+          ") outputs shape [", absl::StrJoin(x.sizes(), ", "), "] but declares feature_dim ",
+          layers_[i].feature_dim));
+    }
+    info_[i].output_shape = shape;
+    layer_input_shapes_.push_back(shape);
+    if (exit_at_layer_[i] >= 0) {
+      torch::Tensor logits = heads_[exit_at_layer_[i]]->forward(x);
+      if (logits.dim() != 2 || logits.size(1) != spec.num_classes) {
+        return absl::InternalError(absl::StrCat("exit at layer ", i, " produced shape [",
+                                                absl::StrJoin(logits.sizes(), ", "), "]"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+const std::vector<int64_t>& EarlyExitNet::LayerInputShape(int k) const {
+  return layer_input_shapes_.at(k);
+}
+
+int EarlyExitNet::ExitIndexAtLayer(int layer) const {
+  if (layer < 0 || layer >= num_layers()) return -1;
+  return exit_at_layer_[layer];
+}
+
+torch::Tensor EarlyExitNet::ForwardAllExits(const torch::Tensor& x) {
+  std::vector<torch::Tensor> outs;
+  outs.reserve(heads_.size());
+  torch::Tensor y = x;
+  for (int i = 0; i < num_layers(); ++i) {
+    y = layers_[i].forward(y);
+    if (exit_at_layer_[i] >= 0) outs.push_back(heads_[exit_at_layer_[i]]->forward(y));
+  }
+  return torch::stack(outs, 2);
+}
+
+torch::Tensor EarlyExitNet::ForwardExit(const torch::Tensor& x, int exit_index) {
+  const int l = exit_layers_.at(exit_index);
+  return heads_[exit_index]->forward(ForwardLayers(x, 0, l + 1));
+}
+
+torch::Tensor EarlyExitNet::ForwardLayers(const torch::Tensor& x, int begin, int end) {
+  torch::Tensor y = x;
+  for (int i = begin; i < end; ++i) y = layers_[i].forward(y);
+  return y;
+}
+
+torch::Tensor EarlyExitNet::ForwardHead(const torch::Tensor& features, int exit_index) {
+  return heads_.at(exit_index)->forward(features);
+}
+
+absl::Status EarlyExitNet::ValidatePolicy(const ExitPolicy& policy) const {
+  if (static_cast<int>(policy.thresholds.size()) != num_exits()) {
+    return absl::InvalidArgumentError(absl::StrCat("expected ", num_exits(),
+                                                   " thresholds (one per exit, final included), got ",
+                                                   policy.thresholds.size()));
+  }
+  for (float t : policy.thresholds) {
+    if (std::isnan(t)) return absl::InvalidArgumentError("thresholds must not be NaN");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PartialResult> EarlyExitNet::Run(const torch::Tensor& x, int begin, int end,
+                                                const ExitPolicy& policy) const {
+  const int n = num_layers();
+  if (begin < 0 || begin > n || end < begin || end > n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer range [", begin, ", ", end, ") is invalid for ", n, " layers"));
+  }
+  EENN_RETURN_IF_ERROR(ValidatePolicy(policy));
+  const std::vector<int64_t>& want = layer_input_shapes_[begin];
+  if (!x.defined() || x.dim() != static_cast<int64_t>(want.size()) + 1 ||
+      !std::equal(want.begin(), want.end(), x.sizes().begin() + 1) || x.size(0) < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input of layer ", begin, " must have shape [B, ", absl::StrJoin(want, ", "), "], got [",
+        x.defined() ? absl::StrJoin(x.sizes(), ", ") : "undefined", "]"));
+  }
+  if (x.scalar_type() != torch::kFloat) {
+    return absl::InvalidArgumentError("input tensor must be float32");
+  }
+
+  const int64_t batch = x.size(0);
+  PartialResult out;
+  out.decided.assign(batch, false);
+  out.results.resize(batch);
+  std::vector<int64_t> alive(batch);
+  for (int64_t i = 0; i < batch; ++i) alive[i] = i;
+
+  try {
+    torch::InferenceMode guard;
+    torch::Tensor y = x;
+    for (int k = begin; k < end && !alive.empty(); ++k) {
+      y = layers_[k].forward(y);
+      const int g = exit_at_layer_[k];
+      if (g < 0) continue;
+      const bool final_exit = g == num_exits() - 1;
+      const float threshold = policy.thresholds[g];
+      if (!final_exit && threshold < 0) continue;  // inactive exit: not evaluated
+      torch::Tensor probs = torch::softmax(heads_[g]->forward(y).to(torch::kFloat), 1);
+      torch::Tensor conf = Confidence(probs, policy.confidence).contiguous();
+      torch::Tensor cls = probs.argmax(1).contiguous();
+      const float* conf_p = conf.data_ptr<float>();
+      const int64_t* cls_p = cls.data_ptr<int64_t>();
+      std::vector<int64_t> keep;
+      keep.reserve(alive.size());
+      for (size_t j = 0; j < alive.size(); ++j) {
+        ExitResult& r = out.results[alive[j]];
+        r.confidences.push_back(conf_p[j]);
+        if (final_exit || conf_p[j] > threshold) {
+          r.exit_index = g;
+          r.exit_layer = k;
+          r.class_id = cls_p[j];
+          r.confidence = conf_p[j];
+          out.decided[alive[j]] = true;
+        } else {
+          keep.push_back(static_cast<int64_t>(j));
+        }
+      }
+      if (keep.size() != alive.size()) {
+        std::vector<int64_t> next;
+        next.reserve(keep.size());
+        for (int64_t j : keep) next.push_back(alive[j]);
+        alive.swap(next);
+        if (!alive.empty()) y = y.index_select(0, torch::tensor(keep, torch::kLong));
+      }
+    }
+    out.pending = alive;
+    if (!alive.empty()) out.pending_input = y;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("model '", spec_.architecture, "' failed in layers [",
+                                            begin, ", ", end, "): ", e.what_without_backtrace()));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<ExitResult>> EarlyExitNet::Classify(const torch::Tensor& x,
+                                                               const ExitPolicy& policy) const {
+  EENN_ASSIGN_OR_RETURN(PartialResult r, Run(x, 0, num_layers(), policy));
+  return std::move(r.results);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> EarlyExitNet::StateDict() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : named_parameters(/*recurse=*/true)) out.emplace_back(p.key(), p.value());
+  for (const auto& b : named_buffers(/*recurse=*/true)) out.emplace_back(b.key(), b.value());
+  return out;
+}
+
+}  // namespace eenn::common
