@@ -202,15 +202,22 @@ int EarlyExitNet::ExitIndexAtLayer(int layer) const {
 }
 
 torch::Tensor EarlyExitNet::ForwardAllExits(const torch::Tensor& x) {
+  return torch::stack(ForwardExits(x, num_exits() - 1), 2);
+}
+
+std::vector<torch::Tensor> EarlyExitNet::ForwardExits(const torch::Tensor& x, int last_exit) {
   std::vector<torch::Tensor> outs;
-  outs.reserve(heads_.size());
+  outs.reserve(last_exit + 1);
   torch::Tensor y = x;
-  for (int i = 0; i < num_layers(); ++i) {
+  const int end = exit_layers_.at(last_exit) + 1;
+  for (int i = 0; i < end; ++i) {
     y = layers_[i].forward(y);
     if (exit_at_layer_[i] >= 0) outs.push_back(heads_[exit_at_layer_[i]]->forward(y));
   }
-  return torch::stack(outs, 2);
+  return outs;
 }
+
+std::shared_ptr<torch::nn::Module> EarlyExitNet::HeadModule(int g) const { return heads_.at(g); }
 
 torch::Tensor EarlyExitNet::ForwardExit(const torch::Tensor& x, int exit_index) {
   const int l = exit_layers_.at(exit_index);

@@ -105,6 +105,13 @@ class EarlyExitNet : public torch::nn::Module {
   // backbone order. Runs with autograd unless the caller disables it.
   torch::Tensor ForwardAllExits(const torch::Tensor& x);
 
+  // Logits [B, C] of exits 0..last_exit, running layers only up to that exit's layer.
+  std::vector<torch::Tensor> ForwardExits(const torch::Tensor& x, int last_exit);
+
+  // The module of backbone layer i and of exit head g (for freezing, profiling).
+  std::shared_ptr<torch::nn::Module> LayerModule(int i) const { return layers_.at(i).module; }
+  std::shared_ptr<torch::nn::Module> HeadModule(int g) const;
+
   // Logits [B, C] of exit `exit_index` alone (layers up to its layer plus its head).
   torch::Tensor ForwardExit(const torch::Tensor& x, int exit_index);
 

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -20,6 +21,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/bundle.h"
 #include "common/image.h"
@@ -32,6 +34,7 @@ ABSL_FLAG(int, batch, 1, "Images per forward pass.");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads (0 = all cores).");
 ABSL_FLAG(std::string, thresholds, "",
           "Comma-separated per-exit thresholds overriding the bundle's (negative skips an exit).");
+ABSL_FLAG(bool, quiet, false, "Print only the summary (no per-image lines).");
 ABSL_FLAG(bool, no_exits, false, "Answer with the final exit only (all early exits skipped).");
 
 namespace {
@@ -76,7 +79,9 @@ int main(int argc, char** argv) {
 
   const auto& manifest = bundle->manifest;
   std::map<int, int> histogram;
-  int failed = 0, done = 0;
+  std::map<std::string, int64_t> class_index;
+  for (size_t c = 0; c < manifest.class_names.size(); ++c) class_index[manifest.class_names[c]] = c;
+  int failed = 0, done = 0, labelled = 0, correct = 0;
   double compute_s = 0;
   for (size_t start = 0; start < files->size(); start += batch) {
     std::vector<cv::Mat> images;
@@ -103,6 +108,13 @@ int main(int argc, char** argv) {
       const std::string& cname = manifest.class_names[r.class_id];
       ++histogram[r.exit_layer];
       ++done;
+      // A file inside a folder named like a class is labelled with that class.
+      const std::string parent = std::filesystem::path(names[i]).parent_path().filename().string();
+      if (auto it = class_index.find(parent); it != class_index.end()) {
+        ++labelled;
+        correct += it->second == r.class_id;
+      }
+      if (absl::GetFlag(FLAGS_quiet)) continue;
       if (absl::GetFlag(FLAGS_json)) {
         nlohmann::json j = {{"file", names[i]},
                             {"class", r.class_id},
@@ -120,7 +132,12 @@ int main(int argc, char** argv) {
   std::cout.flush();
   std::string hist;
   for (const auto& [layer, n] : histogram) absl::StrAppend(&hist, hist.empty() ? "" : ", ", layer, ":", n);
-  std::fprintf(stderr, "eenn-infer: %d images classified, %d failed; exits {%s}; %.2f ms/image\n",
-               done, failed, hist.c_str(), done ? 1000.0 * compute_s / done : 0.0);
+  std::string acc;
+  if (labelled > 0) {
+    acc = absl::StrFormat("; accuracy %.2f%% (%d of %d labelled by folder)", 100.0 * correct / labelled,
+                          correct, labelled);
+  }
+  std::fprintf(stderr, "eenn-infer: %d images classified, %d failed%s; exit layers {%s}; %.2f ms/image\n",
+               done, failed, acc.c_str(), hist.c_str(), done ? 1000.0 * compute_s / done : 0.0);
   return failed ? 1 : 0;
 }

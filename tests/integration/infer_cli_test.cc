@@ -122,3 +122,26 @@ TEST_F(InferCliTest, NoExitsFlagAnswersAtTheFinalLayer) {
 
 }  // namespace
 }  // namespace eenn
+
+namespace eenn {
+namespace {
+
+TEST_F(InferCliTest, FolderNamesLabelImagesForTheAccuracySummary) {
+  // Images in a folder named like class c3: the accuracy is the share answered c3.
+  std::filesystem::rename(images_.Join("cls"), images_.Join("c3"));
+  RunResult r = RunCommand(Binary() + " --threads 1 --json --bundle " + bundle_.path() + " " +
+                           images_.path() + " 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  int c3 = 0;
+  std::istringstream lines(r.out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind("{", 0) == 0 && nlohmann::json::parse(line)["class_name"] == "c3") ++c3;
+  }
+  char want[64];
+  std::snprintf(want, sizeof want, "accuracy %.2f%% (%d of 6 labelled", 100.0 * c3 / 6, c3);
+  EXPECT_NE(r.out.find(want), std::string::npos) << r.out << " lacks " << want;
+}
+
+}  // namespace
+}  // namespace eenn

@@ -1,0 +1,221 @@
+// The trainer on a tiny network and a small real-data subset (Fashion-MNIST
+// from Debian's dataset-fashion-mnist, conformed to 3x32x32).
+#include "tools/train/trainer.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <map>
+
+#include "common/bundle.h"
+#include "common/dataset.h"
+#include "tests/test_util.h"
+
+namespace eenn::train {
+namespace {
+
+constexpr char kFashion[] = "/usr/share/datasets/fashion-mnist";
+
+const common::ImageDataset& Data() {
+  static const common::ImageDataset* data = [] {
+    common::DatasetOptions o;
+    o.format = common::DatasetFormat::kIdx;
+    o.dir = kFashion;
+    o.split = "train";
+    o.subset_ratio = 0.02;  // 1,200 images, stratified
+    o.height = o.width = 32;
+    o.channels = 3;
+    auto d = common::LoadDataset(o);
+    EXPECT_TRUE(d.ok()) << d.status();
+    return new common::ImageDataset(*std::move(d));
+  }();
+  return *data;
+}
+
+TrainOptions Tiny(const std::string& out, TrainMode mode, std::vector<int> exits) {
+  TrainOptions o;
+  o.spec.architecture = "resnet18";
+  o.spec.width = 0.125;
+  o.spec.num_classes = 10;
+  o.spec.exit_layers = std::move(exits);
+  o.mode = mode;
+  o.epochs = 3;
+  o.batch = 64;
+  o.lr = 0.05;
+  o.scheduler = "none";
+  o.val_ratio = 0.2;
+  o.seed = 3;
+  o.out = out;
+  o.progress = false;
+  o.input.shape = {3, 32, 32};
+  o.input.mean = {0.3f, 0.3f, 0.3f};
+  o.input.std = {0.35f, 0.35f, 0.35f};
+  return o;
+}
+
+std::map<std::string, torch::Tensor> Weights(const std::string& bundle_dir) {
+  auto b = common::LoadBundle(bundle_dir);
+  EXPECT_TRUE(b.ok()) << b.status();
+  std::map<std::string, torch::Tensor> out;
+  for (auto& [n, t] : b->model->StateDict()) out.emplace(n, t.clone());
+  return out;
+}
+
+bool StartsWithAny(const std::string& s, const std::vector<std::string>& prefixes) {
+  for (const auto& p : prefixes) {
+    if (s.rfind(p, 0) == 0) return true;
+  }
+  return false;
+}
+
+// Prefixes "backbone.<i>." for i in [a, b].
+std::vector<std::string> Layers(int a, int b) {
+  std::vector<std::string> v;
+  for (int i = a; i <= b; ++i) v.push_back("backbone." + std::to_string(i) + ".");
+  return v;
+}
+
+void ExpectLossFalls(const TrainReport& r, const std::vector<int>& exits) {
+  ASSERT_GE(r.epochs.size(), 2u);
+  for (int g : exits) {
+    EXPECT_LT(r.epochs.back().exit_train_loss[g], r.epochs.front().exit_train_loss[g])
+        << "exit " << g;
+  }
+}
+
+TEST(TrainerTest, NaiveTrainsThePlainModel) {
+  testing::TempDir dir;
+  auto r = Train(Tiny(dir.path(), TrainMode::kNaive, {}), Data());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectLossFalls(*r, {0});
+  EXPECT_GT(r->epochs.back().val_accuracy[0], 0.3);  // chance is 0.1
+  auto b = common::LoadBundle(dir.path());
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->manifest.class_names[9], "ankle-boot");
+  EXPECT_TRUE(std::filesystem::exists(dir.Join("train_log.jsonl")));
+  // Naive refuses early exits.
+  EXPECT_EQ(Train(Tiny(dir.path(), TrainMode::kNaive, {5}), Data()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TrainerTest, EndWeightAndEndJoinTrainEveryExit) {
+  for (TrainMode mode : {TrainMode::kEndWeight, TrainMode::kEndJoin}) {
+    testing::TempDir dir;
+    auto r = Train(Tiny(dir.path(), mode, {5, 7}), Data());
+    ASSERT_TRUE(r.ok()) << r.status();
+    ExpectLossFalls(*r, {0, 1, 2});
+  }
+}
+
+TEST(TrainerTest, FreezeTrainsOnlyTheNewExits) {
+  testing::TempDir pre, dir;
+  ASSERT_TRUE(Train(Tiny(pre.path(), TrainMode::kNaive, {}), Data()).ok());
+  TrainOptions o = Tiny(dir.path(), TrainMode::kFreeze, {5, 7});
+  EXPECT_EQ(Train(o, Data()).status().code(), absl::StatusCode::kInvalidArgument);  // no pretrained
+  o.pretrained = pre.path();
+  auto r = Train(o, Data());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectLossFalls(*r, {0, 1});
+  auto before = Weights(pre.path());
+  auto after = Weights(dir.path());
+  int frozen = 0, learned = 0;
+  for (auto& [name, t] : after) {
+    if (name.rfind("backbone.", 0) == 0 || name.rfind("gates.11.", 0) == 0) {
+      // Backbone, its batch-norm statistics and the final classifier: bit-identical.
+      ASSERT_TRUE(before.count(name)) << name;
+      EXPECT_TRUE(torch::equal(before[name], t)) << name << " changed";
+      ++frozen;
+    } else if (name.find("weight") != std::string::npos) {
+      ++learned;
+    }
+  }
+  EXPECT_GT(frozen, 50);
+  EXPECT_EQ(learned, 2);
+}
+
+TEST(TrainerTest, IncrementalFreezesStagesInOrder) {
+  testing::TempDir dir;
+  TrainOptions o = Tiny(dir.path(), TrainMode::kIncremental, {5, 7});
+  o.epochs = 2;  // per stage: 3 stages, 6 epochs
+  std::vector<std::map<std::string, torch::Tensor>> after_stage;
+  auto r = Train(o, Data(), [&](const EpochStats& s) {
+    if (s.epoch % 2 == 0) after_stage.push_back(Weights(dir.Join("checkpoint")));
+  });
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->epochs.size(), 6u);
+  ASSERT_EQ(after_stage.size(), 3u);
+  // Stage 0 trains layers 0..5 and exit 0; stage 1 layers 6..7 and exit 1; stage 2 the rest.
+  const std::vector<std::vector<std::string>> owned = {
+      [] { auto v = Layers(0, 5); v.push_back("gates.5."); return v; }(),
+      [] { auto v = Layers(6, 7); v.push_back("gates.7."); return v; }(),
+      [] { auto v = Layers(8, 11); v.push_back("gates.11."); return v; }()};
+  for (int s = 0; s < 3; ++s) {
+    for (auto& [name, t] : after_stage[s]) {
+      for (int later = s + 1; later < 3; ++later) {
+        if (StartsWithAny(name, owned[s])) {
+          EXPECT_TRUE(torch::equal(t, after_stage[later].at(name)))
+              << name << " changed after its stage " << s;
+        }
+      }
+    }
+  }
+  // Each stage lowers its own exit's loss.
+  EXPECT_LT(r->epochs[1].exit_train_loss[0], r->epochs[0].exit_train_loss[0]);
+  EXPECT_LT(r->epochs[3].exit_train_loss[1], r->epochs[2].exit_train_loss[1]);
+  EXPECT_LT(r->epochs[5].exit_train_loss[2], r->epochs[4].exit_train_loss[2]);
+  EXPECT_EQ(r->epochs[2].stage, 1);
+}
+
+TEST(TrainerTest, ResumeContinuesAtTheRightEpochWithTheSameOptimizerState) {
+  testing::TempDir full, part, resumed;
+  TrainOptions o = Tiny(full.path(), TrainMode::kEndWeight, {5});
+  o.epochs = 2;
+  o.scheduler = "onecycle";
+  o.max_steps_per_epoch = 8;
+  auto a = Train(o, Data());
+  ASSERT_TRUE(a.ok()) << a.status();
+
+  TrainOptions p = o;
+  p.out = part.path();
+  p.stop_after_epochs = 1;
+  auto b = Train(p, Data());
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_EQ(b->epochs.size(), 1u);
+
+  TrainOptions c = o;
+  c.out = resumed.path();
+  c.resume = part.Join("checkpoint");
+  auto r = Train(c, Data());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->epochs.size(), 1u);
+  EXPECT_EQ(r->epochs[0].epoch, 2);
+  EXPECT_NEAR(r->epochs[0].train_loss, a->epochs[1].train_loss, 1e-4);
+  // Same weights as the uninterrupted run: the momentum buffers were restored
+  // (a fresh optimizer would take different steps).
+  auto wa = Weights(full.path());
+  auto wr = Weights(resumed.path());
+  for (auto& [name, t] : wa) {
+    EXPECT_LE((t.to(torch::kDouble) - wr.at(name).to(torch::kDouble)).abs().max().item<double>(), 1e-4)
+        << name;
+  }
+  // A resume from another mode is refused.
+  TrainOptions bad = c;
+  bad.mode = TrainMode::kEndJoin;
+  EXPECT_EQ(Train(bad, Data()).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(TrainerTest, OptionValidation) {
+  testing::TempDir dir;
+  TrainOptions o = Tiny(dir.path(), TrainMode::kEndWeight, {5});
+  o.scheduler = "warmup";
+  EXPECT_EQ(Train(o, Data()).status().code(), absl::StatusCode::kInvalidArgument);
+  o = Tiny(dir.path(), TrainMode::kEndWeight, {5});
+  o.input.shape = {3, 28, 28};
+  EXPECT_EQ(Train(o, Data()).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseTrainMode("freeze_origin").value(), TrainMode::kFreeze);
+  EXPECT_FALSE(ParseTrainMode("distill").ok());
+}
+
+}  // namespace
+}  // namespace eenn::train

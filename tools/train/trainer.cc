@@ -1,0 +1,486 @@
+#include "tools/train/trainer.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/bundle.h"
+#include "common/eenn_model.h"
+#include "common/status_macros.h"
+#include "common/tensor_batch.h"
+
+namespace eenn::train {
+namespace fs = std::filesystem;
+using common::EarlyExitNet;
+using nlohmann::json;
+
+absl::StatusOr<TrainMode> ParseTrainMode(const std::string& name) {
+  if (name == "naive") return TrainMode::kNaive;
+  if (name == "end_weight") return TrainMode::kEndWeight;
+  if (name == "end_join") return TrainMode::kEndJoin;
+  if (name == "freeze" || name == "freeze_origin") return TrainMode::kFreeze;
+  if (name == "incremental") return TrainMode::kIncremental;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown train mode '", name, "' (naive, end_weight, end_join, freeze, incremental)"));
+}
+
+std::string TrainModeName(TrainMode m) {
+  switch (m) {
+    case TrainMode::kNaive: return "naive";
+    case TrainMode::kEndWeight: return "end_weight";
+    case TrainMode::kEndJoin: return "end_join";
+    case TrainMode::kFreeze: return "freeze";
+    case TrainMode::kIncremental: return "incremental";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr char kStateFile[] = "trainer_state.json";
+constexpr char kOptimizerFile[] = "optimizer.pt";
+
+// Which parameters learn in a stage, and which modules are frozen (eval mode,
+// so their batch-norm statistics stay fixed too).
+struct StagePlan {
+  std::vector<torch::Tensor> trainable;
+  std::vector<std::shared_ptr<torch::nn::Module>> frozen;
+  int last_exit = 0;  // forward runs exits 0..last_exit
+};
+
+StagePlan PlanStage(EarlyExitNet& net, TrainMode mode, int stage) {
+  StagePlan plan;
+  const int g_last = net.num_exits() - 1;
+  auto set_grad = [](torch::nn::Module& m, bool on) {
+    for (auto& p : m.parameters()) p.set_requires_grad(on);
+  };
+  for (int i = 0; i < net.num_layers(); ++i) set_grad(*net.LayerModule(i), false);
+  for (int g = 0; g <= g_last; ++g) set_grad(*net.HeadModule(g), false);
+  auto learn = [&](torch::nn::Module& m) {
+    set_grad(m, true);
+    for (auto& p : m.parameters()) plan.trainable.push_back(p);
+  };
+  switch (mode) {
+    case TrainMode::kNaive:
+    case TrainMode::kEndWeight:
+    case TrainMode::kEndJoin:
+      for (int i = 0; i < net.num_layers(); ++i) learn(*net.LayerModule(i));
+      for (int g = 0; g <= g_last; ++g) learn(*net.HeadModule(g));
+      plan.last_exit = g_last;
+      break;
+    case TrainMode::kFreeze:
+      for (int i = 0; i < net.num_layers(); ++i) plan.frozen.push_back(net.LayerModule(i));
+      plan.frozen.push_back(net.HeadModule(g_last));
+      for (int g = 0; g < g_last; ++g) learn(*net.HeadModule(g));
+      plan.last_exit = g_last - 1;
+      break;
+    case TrainMode::kIncremental: {
+      const int first = stage == 0 ? 0 : net.exit_layers()[stage - 1] + 1;
+      for (int i = 0; i < first; ++i) plan.frozen.push_back(net.LayerModule(i));
+      for (int g = 0; g < stage; ++g) plan.frozen.push_back(net.HeadModule(g));
+      for (int i = first; i <= net.exit_layers()[stage]; ++i) learn(*net.LayerModule(i));
+      learn(*net.HeadModule(stage));
+      plan.last_exit = stage;
+      break;
+    }
+  }
+  return plan;
+}
+
+// Per-exit loss weights for an epoch (0-based count of completed epochs).
+std::vector<double> ExitWeights(TrainMode mode, int num_exits, int stage, int epochs_done) {
+  std::vector<double> w(num_exits, 0.0);
+  switch (mode) {
+    case TrainMode::kNaive: w.back() = 1.0; break;
+    case TrainMode::kEndWeight: std::fill(w.begin(), w.end(), 1.0); break;
+    case TrainMode::kEndJoin:
+      for (int g = 1; g <= num_exits; ++g) {
+        const double target = static_cast<double>(g) / num_exits;
+        const double w0 = std::min(0.01, target);
+        w[g - 1] = std::min(target, w0 + epochs_done * (target - w0) / 10.0);
+      }
+      break;
+    case TrainMode::kFreeze: std::fill(w.begin(), w.end() - 1, 1.0); break;
+    case TrainMode::kIncremental: w[stage] = 1.0; break;
+  }
+  return w;
+}
+
+// Weighted loss over the exits with non-zero weight; `per_exit` (optional)
+// receives each exit's unweighted cross-entropy (0 for unweighted exits).
+torch::Tensor Loss(const std::vector<torch::Tensor>& logits, const torch::Tensor& y,
+                   const std::vector<double>& w, std::vector<double>* per_exit = nullptr) {
+  torch::Tensor loss;
+  if (per_exit) per_exit->assign(w.size(), 0.0);
+  for (size_t g = 0; g < logits.size(); ++g) {
+    if (w[g] == 0.0) continue;
+    torch::Tensor ce = torch::cross_entropy_loss(logits[g], y);
+    if (per_exit) (*per_exit)[g] = ce.item<double>();
+    torch::Tensor l = ce * w[g];
+    loss = loss.defined() ? loss + l : l;
+  }
+  return loss;
+}
+
+double CosineBetween(double from, double to, double p) {
+  return to + (from - to) * 0.5 * (1.0 + std::cos(M_PI * std::clamp(p, 0.0, 1.0)));
+}
+
+// Learning rate at step `t` of `total` in a stage (plateau handled per epoch).
+double ScheduledLr(const TrainOptions& o, double plateau_lr, int64_t t, int64_t total) {
+  if (o.scheduler == "onecycle") {
+    const double init = o.lr / 25.0, final_lr = init / 1e4;
+    const int64_t up = std::max<int64_t>(1, static_cast<int64_t>(0.3 * total));
+    if (t < up) return CosineBetween(init, o.lr, static_cast<double>(t) / up);
+    return CosineBetween(o.lr, final_lr, static_cast<double>(t - up) / std::max<int64_t>(1, total - up));
+  }
+  if (o.scheduler == "cosine") return CosineBetween(o.lr, 0.0, static_cast<double>(t) / total);
+  if (o.scheduler == "plateau") return plateau_lr;
+  return o.lr;
+}
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainOptions& o,
+                                                       const std::vector<torch::Tensor>& params) {
+  if (o.optim == "adam") {
+    return std::make_unique<torch::optim::Adam>(
+        params, torch::optim::AdamOptions(o.lr).weight_decay(o.decay));
+  }
+  return std::make_unique<torch::optim::SGD>(
+      params, torch::optim::SGDOptions(o.lr)
+                  .momentum(o.momentum)
+                  .weight_decay(o.decay)
+                  .nesterov(o.nesterov && o.momentum > 0));
+}
+
+void SetLr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& group : opt.param_groups()) group.options().set_lr(lr);
+}
+
+struct TrainerState {
+  int epochs_done = 0;
+  double plateau_lr = 0;
+  double plateau_best = std::numeric_limits<double>::infinity();
+  int plateau_bad = 0;
+};
+
+json OptionsJson(const TrainOptions& o) {
+  return {{"architecture", o.spec.architecture},
+          {"variant", std::string(common::VariantName(o.spec.variant))},
+          {"width", o.spec.width},
+          {"num_classes", o.spec.num_classes},
+          {"exit_layers", o.spec.exit_layers},
+          {"train_mode", TrainModeName(o.mode)},
+          {"epochs", o.epochs},
+          {"batch", o.batch},
+          {"optim", o.optim},
+          {"lr", o.lr},
+          {"momentum", o.momentum},
+          {"decay", o.decay},
+          {"scheduler", o.scheduler},
+          {"val_ratio", o.val_ratio},
+          {"seed", o.seed}};
+}
+
+// Evaluates every exit on `indices`: (loss under `w`, accuracy per exit).
+std::pair<double, std::vector<double>> Evaluate(EarlyExitNet& net, const common::ImageDataset& data,
+                                                const std::vector<int64_t>& indices,
+                                                const common::InputSpec& input,
+                                                const std::vector<double>& w) {
+  net.eval();
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> correct(net.num_exits(), 0);
+  double loss_sum = 0;
+  std::mt19937_64 rng(0);
+  const size_t chunk = 500;
+  for (size_t s = 0; s < indices.size(); s += chunk) {
+    std::vector<int64_t> idx(indices.begin() + s, indices.begin() + std::min(indices.size(), s + chunk));
+    auto [x, y] = common::MakeBatch(data, idx, input, {}, rng);
+    std::vector<torch::Tensor> logits = net.ForwardExits(x, net.num_exits() - 1);
+    torch::Tensor l = Loss(logits, y, w);
+    if (l.defined()) loss_sum += l.item<double>() * idx.size();
+    for (int g = 0; g < net.num_exits(); ++g) {
+      correct[g] += logits[g].argmax(1).eq(y).sum().item<int64_t>();
+    }
+  }
+  std::vector<double> acc;
+  for (int64_t c : correct) acc.push_back(indices.empty() ? 0.0 : double(c) / indices.size());
+  return {indices.empty() ? 0.0 : loss_sum / indices.size(), acc};
+}
+
+absl::Status CopyPretrained(EarlyExitNet& net, const std::string& dir) {
+  EENN_ASSIGN_OR_RETURN(common::Bundle pre, common::LoadBundle(dir));
+  if (pre.model->num_layers() != net.num_layers()) {
+    return absl::InvalidArgumentError(absl::StrCat("pretrained bundle '", dir, "' has ",
+                                                   pre.model->num_layers(), " layers, model has ",
+                                                   net.num_layers()));
+  }
+  std::map<std::string, torch::Tensor> src;
+  for (auto& [n, t] : pre.model->StateDict()) src.emplace(n, t);
+  const std::string final_gate = absl::StrCat("gates.", net.num_layers() - 1, ".");
+  torch::NoGradGuard no_grad;
+  int copied = 0;
+  for (auto& [name, t] : net.StateDict()) {
+    const bool wanted = name.rfind("backbone.", 0) == 0 || name.rfind(final_gate, 0) == 0;
+    if (!wanted) continue;
+    auto it = src.find(name);
+    if (it == src.end() || !it->second.sizes().equals(t.sizes())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "pretrained bundle '", dir, "' does not fit: tensor '", name, "' missing or mis-shaped"));
+    }
+    t.copy_(it->second);
+    ++copied;
+  }
+  std::fprintf(stderr, "eenn-train: %d tensors from pretrained bundle %s\n", copied, dir.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status CopyWeights(EarlyExitNet& dst, const EarlyExitNet& src) {
+  auto s = src.StateDict();
+  auto d = dst.StateDict();
+  if (s.size() != d.size()) return absl::FailedPreconditionError("checkpoint does not fit the model");
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i].first != d[i].first || !s[i].second.sizes().equals(d[i].second.sizes())) {
+      return absl::FailedPreconditionError(absl::StrCat("checkpoint tensor '", s[i].first,
+                                                        "' does not fit the model"));
+    }
+    d[i].second.copy_(s[i].second);
+  }
+  return absl::OkStatus();
+}
+
+std::string Duration(double s) {
+  const int t = static_cast<int>(s + 0.5);
+  return t >= 3600 ? absl::StrFormat("%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60)
+                   : absl::StrFormat("%d:%02d", t / 60, t % 60);
+}
+
+}  // namespace
+
+absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageDataset& data,
+                                  const std::function<void(const EpochStats&)>& on_epoch) {
+  if (o.out.empty()) return absl::InvalidArgumentError("an output bundle directory is required");
+  if (o.epochs < 1 || o.batch < 1) return absl::InvalidArgumentError("epochs and batch must be >= 1");
+  if (!(o.lr > 0)) return absl::InvalidArgumentError("learning rate must be positive");
+  if (o.optim != "sgd" && o.optim != "adam") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown optimiser '", o.optim, "' (sgd or adam)"));
+  }
+  if (o.scheduler != "none" && o.scheduler != "plateau" && o.scheduler != "cosine" &&
+      o.scheduler != "onecycle") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown scheduler '", o.scheduler, "' (none, plateau, cosine, onecycle)"));
+  }
+  if (!(o.val_ratio >= 0 && o.val_ratio < 1)) return absl::InvalidArgumentError("val ratio must be in [0, 1)");
+  if (o.mode == TrainMode::kFreeze && o.pretrained.empty()) {
+    return absl::InvalidArgumentError("train mode 'freeze' needs --pretrained (a trained bundle)");
+  }
+  if (data.class_names.size() != static_cast<size_t>(o.spec.num_classes)) {
+    return absl::InvalidArgumentError(absl::StrCat("dataset has ", data.class_names.size(),
+                                                   " classes, model ", o.spec.num_classes));
+  }
+  EENN_RETURN_IF_ERROR(common::CheckDatasetFitsInput(data, o.input));
+
+  torch::manual_seed(o.seed);  // initialisation is a function of the seed
+  EENN_ASSIGN_OR_RETURN(std::shared_ptr<EarlyExitNet> net, EarlyExitNet::Create(o.spec));
+  if (o.mode == TrainMode::kNaive && net->num_exits() != 1) {
+    return absl::InvalidArgumentError("train mode 'naive' trains a plain model: give no --ee exits");
+  }
+  if ((o.mode == TrainMode::kFreeze) && net->num_exits() < 2) {
+    return absl::InvalidArgumentError("train mode 'freeze' needs early exits (--ee)");
+  }
+  if (net->input_shape() != o.input.shape) {
+    return absl::InvalidArgumentError("input shape does not match the architecture");
+  }
+  if (!o.pretrained.empty()) EENN_RETURN_IF_ERROR(CopyPretrained(*net, o.pretrained));
+
+  const std::string ckpt_dir = o.checkpoint_dir.empty() ? (fs::path(o.out) / "checkpoint").string()
+                                                        : o.checkpoint_dir;
+  const int stages = o.mode == TrainMode::kIncremental ? net->num_exits() : 1;
+  const int total_epochs = o.epochs * stages;
+  TrainerState state;
+  state.plateau_lr = o.lr;
+  std::string resume_optimizer;
+  if (!o.resume.empty()) {
+    EENN_ASSIGN_OR_RETURN(common::Bundle ck, common::LoadBundle(o.resume));
+    EENN_RETURN_IF_ERROR(CopyWeights(*net, *ck.model));
+    std::ifstream in(fs::path(o.resume) / kStateFile);
+    json js = json::parse(in, nullptr, false);
+    if (js.is_discarded() || !js.contains("epochs_done")) {
+      return absl::DataLossError(absl::StrCat("checkpoint '", o.resume, "' has no valid ", kStateFile));
+    }
+    if (js["options"]["train_mode"] != TrainModeName(o.mode) ||
+        js["options"]["architecture"] != o.spec.architecture) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint '", o.resume, "' was made with mode ", js["options"]["train_mode"].dump(),
+          " and architecture ", js["options"]["architecture"].dump()));
+    }
+    state.epochs_done = js["epochs_done"];
+    state.plateau_lr = js["plateau_lr"];
+    state.plateau_best = js["plateau_best"].is_null() ? std::numeric_limits<double>::infinity()
+                                                      : js["plateau_best"].get<double>();
+    state.plateau_bad = js["plateau_bad"];
+    resume_optimizer = (fs::path(o.resume) / kOptimizerFile).string();
+    std::fprintf(stderr, "eenn-train: resuming after epoch %d of %d\n", state.epochs_done, total_epochs);
+  }
+
+  auto [train_idx, val_idx] = common::SplitIndices(data.labels, o.val_ratio, o.seed);
+  if (train_idx.empty()) return absl::InvalidArgumentError("no training samples left after the split");
+  int64_t steps = (static_cast<int64_t>(train_idx.size()) + o.batch - 1) / o.batch;
+  if (o.max_steps_per_epoch > 0) steps = std::min<int64_t>(steps, o.max_steps_per_epoch);
+
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  std::ofstream log((fs::path(o.out) / "train_log.jsonl").string(), std::ios::app);
+  common::BundleManifest manifest = common::DefaultManifest(*net, o.model_name, o.model_version);
+  manifest.class_names = data.class_names;
+  manifest.input = o.input;
+  for (size_t g = 0; g + 1 < manifest.thresholds.size(); ++g) manifest.thresholds[g] = 0.9f;
+
+  TrainReport report;
+  std::unique_ptr<torch::optim::Optimizer> opt;
+  StagePlan plan;
+  int plan_stage = -1;
+  const common::Augment augment{o.crop_padding, o.hflip};
+  for (int epoch = state.epochs_done; epoch < total_epochs; ++epoch) {
+    const int stage = epoch / o.epochs;
+    const int epoch_in_stage = epoch % o.epochs;
+    if (stage != plan_stage) {
+      plan = PlanStage(*net, o.mode, stage);
+      opt = MakeOptimizer(o, plan.trainable);
+      plan_stage = stage;
+      // A resumed run continues the optimizer it saved, unless the checkpoint
+      // ended exactly at a stage boundary (incremental: a fresh optimizer per stage).
+      if (!resume_optimizer.empty() && (stages == 1 || epoch_in_stage != 0)) {
+        try {
+          torch::load(*opt, resume_optimizer);
+        } catch (const c10::Error& e) {
+          return absl::DataLossError(absl::StrCat("cannot load optimizer state '", resume_optimizer,
+                                                  "': ", e.what_without_backtrace()));
+        }
+        resume_optimizer.clear();
+      }
+    }
+    const std::vector<double> w = ExitWeights(o.mode, net->num_exits(), stage, epoch);
+
+    // Deterministic per-epoch order, augmentation and dropout.
+    std::mt19937_64 rng(o.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+    torch::manual_seed(o.seed * 7919ULL + static_cast<uint64_t>(epoch));
+    std::vector<int64_t> order = train_idx;
+    std::shuffle(order.begin(), order.end(), rng);
+
+    net->train();
+    for (auto& m : plan.frozen) m->eval();
+    const auto t0 = std::chrono::steady_clock::now();
+    auto last_print = t0;
+    double loss_sum = 0;
+    int64_t seen = 0;
+    std::vector<double> exit_sum(net->num_exits(), 0.0), exit_step;
+    for (int64_t s = 0; s < steps; ++s) {
+      const size_t begin = static_cast<size_t>(s * o.batch);
+      std::vector<int64_t> idx(order.begin() + begin,
+                               order.begin() + std::min(order.size(), begin + o.batch));
+      auto [x, y] = common::MakeBatch(data, idx, o.input, augment, rng);
+      SetLr(*opt, ScheduledLr(o, state.plateau_lr, epoch_in_stage * steps + s, o.epochs * steps));
+      opt->zero_grad();
+      torch::Tensor loss = Loss(net->ForwardExits(x, plan.last_exit), y, w, &exit_step);
+      loss.backward();
+      opt->step();
+      loss_sum += loss.item<double>() * idx.size();
+      for (size_t g = 0; g < exit_step.size(); ++g) exit_sum[g] += exit_step[g] * idx.size();
+      seen += static_cast<int64_t>(idx.size());
+      const auto now = std::chrono::steady_clock::now();
+      if (o.progress && (std::chrono::duration<double>(now - last_print).count() > 1.0 || s + 1 == steps)) {
+        last_print = now;
+        const double el = std::chrono::duration<double>(now - t0).count();
+        const double ips = seen / std::max(el, 1e-9);
+        const double eta = (steps - s - 1) * double(o.batch) / std::max(ips, 1e-9);
+        std::fprintf(stderr, "\r[epoch %d/%d] %6lld/%lld  %6.0f img/s  ETA %s  loss %.4f   ",
+                     epoch + 1, total_epochs, static_cast<long long>(seen),
+                     static_cast<long long>(std::min<int64_t>(steps * o.batch, order.size())), ips,
+                     Duration(eta).c_str(), loss_sum / seen);
+        std::fflush(stderr);
+      }
+    }
+    const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    EpochStats st;
+    st.epoch = epoch + 1;
+    st.stage = stage;
+    st.train_loss = loss_sum / std::max<int64_t>(seen, 1);
+    for (double v : exit_sum) st.exit_train_loss.push_back(v / std::max<int64_t>(seen, 1));
+    st.lr = opt->param_groups()[0].options().get_lr();
+    st.images_per_s = seen / std::max(train_s, 1e-9);
+    std::tie(st.val_loss, st.val_accuracy) = Evaluate(*net, data, val_idx, o.input, w);
+    st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (o.scheduler == "plateau" && !val_idx.empty()) {
+      if (st.val_loss < state.plateau_best * (1 - o.plateau_threshold)) {
+        state.plateau_best = st.val_loss;
+        state.plateau_bad = 0;
+      } else if (++state.plateau_bad > o.plateau_patience) {
+        state.plateau_lr = std::max(state.plateau_lr * o.plateau_factor, o.min_lr);
+        state.plateau_bad = 0;
+      }
+    }
+    state.epochs_done = epoch + 1;
+
+    std::string accs;
+    for (size_t g = 0; g < st.val_accuracy.size(); ++g) {
+      absl::StrAppendFormat(&accs, "%s%s %.2f%%", g ? ", " : "",
+                            g + 1 == st.val_accuracy.size() ? "final"
+                                                            : absl::StrCat("exit@", net->exit_layers()[g]),
+                            100 * st.val_accuracy[g]);
+    }
+    std::fprintf(stderr, "\repoch %d/%d: train loss %.4f, val loss %.4f, val acc [%s], lr %.5f, %.0f img/s, %s\n",
+                 st.epoch, total_epochs, st.train_loss, st.val_loss, accs.c_str(), st.lr,
+                 st.images_per_s, Duration(st.seconds).c_str());
+    json line = {{"epoch", st.epoch},         {"stage", st.stage},
+                 {"train_loss", st.train_loss}, {"val_loss", st.val_loss},
+                 {"val_accuracy", st.val_accuracy}, {"exit_layers", net->exit_layers()},
+                 {"exit_train_loss", st.exit_train_loss},
+                 {"lr", st.lr},               {"images_per_s", st.images_per_s},
+                 {"seconds", st.seconds}};
+    log << line.dump() << "\n";
+    log.flush();
+
+    // Checkpoint: a loadable bundle plus optimizer and trainer state.
+    manifest.metadata_json = json({{"checkpoint_epoch", st.epoch}}).dump();
+    EENN_RETURN_IF_ERROR(common::SaveBundle(ckpt_dir, manifest, *net));
+    try {
+      torch::save(*opt, (fs::path(ckpt_dir) / kOptimizerFile).string());
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("saving optimizer state: ", e.what_without_backtrace()));
+    }
+    json js = {{"epochs_done", state.epochs_done},
+               {"plateau_lr", state.plateau_lr},
+               {"plateau_best", std::isfinite(state.plateau_best) ? json(state.plateau_best) : json()},
+               {"plateau_bad", state.plateau_bad},
+               {"options", OptionsJson(o)}};
+    std::ofstream(fs::path(ckpt_dir) / kStateFile) << js.dump(2) << "\n";
+    report.epochs.push_back(st);
+    if (on_epoch) on_epoch(st);
+    if (o.stop_after_epochs > 0 && static_cast<int>(report.epochs.size()) >= o.stop_after_epochs) break;
+  }
+
+  net->eval();
+  json meta = {{"trained_by", "eenn-train"},
+               {"command", o.command_line},
+               {"options", OptionsJson(o)},
+               {"epochs_done", state.epochs_done},
+               {"calibrated", false}};
+  if (!report.epochs.empty()) meta["final_val_accuracy"] = report.epochs.back().val_accuracy;
+  manifest.metadata_json = meta.dump();
+  EENN_RETURN_IF_ERROR(common::SaveBundle(o.out, manifest, *net));
+  report.bundle_dir = o.out;
+  return report;
+}
+
+}  // namespace eenn::train
