@@ -452,7 +452,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
     log.flush();
 
     // Checkpoint: a loadable bundle plus optimizer and trainer state.
-    manifest.metadata_json = json({{"checkpoint_epoch", st.epoch}}).dump();
+    manifest.metadata_json = json({{"checkpoint_epoch", st.epoch}, {"options", OptionsJson(o)}}).dump();
     EENN_RETURN_IF_ERROR(common::SaveBundle(ckpt_dir, manifest, *net));
     try {
       torch::save(*opt, (fs::path(ckpt_dir) / kOptimizerFile).string());

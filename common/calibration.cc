@@ -1,0 +1,108 @@
+#include "common/calibration.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace eenn::common {
+
+CalibrationResult EvaluateThresholds(const CalibrationData& d, const std::vector<float>& t) {
+  const size_t n = d.confidence.size();
+  const size_t g_count = d.segment_cost.size();
+  CalibrationResult r;
+  r.thresholds = t;
+  r.exit_share.assign(g_count, 0.0);
+  // Cost of leaving at exit g: layers so far plus active heads so far.
+  std::vector<double> cost_at(g_count, 0.0);
+  double layers = 0, heads = 0;
+  for (size_t g = 0; g < g_count; ++g) {
+    layers += d.segment_cost[g];
+    const bool active = g + 1 == g_count || t[g] >= 0;
+    if (active) heads += d.head_cost[g];
+    cost_at[g] = layers + heads;
+    r.full_cost += d.segment_cost[g];
+  }
+  r.full_cost += d.head_cost.back();
+  size_t correct = 0, final_correct = 0;
+  double cost = 0;
+  for (size_t i = 0; i < n; ++i) {
+    size_t exit = g_count - 1;
+    for (size_t g = 0; g + 1 < g_count; ++g) {
+      if (t[g] >= 0 && d.confidence[i][g] > t[g]) {
+        exit = g;
+        break;
+      }
+    }
+    correct += d.correct[i][exit];
+    final_correct += d.correct[i][g_count - 1];
+    cost += cost_at[exit];
+    r.exit_share[exit] += 1.0;
+  }
+  for (double& s : r.exit_share) s /= std::max<size_t>(n, 1);
+  r.accuracy = n ? double(correct) / n : 0;
+  r.final_exit_accuracy = n ? double(final_correct) / n : 0;
+  r.expected_cost = n ? cost / n : 0;
+  return r;
+}
+
+absl::StatusOr<CalibrationResult> Calibrate(const CalibrationData& d, const CalibrationTarget& target) {
+  const size_t g_count = d.segment_cost.size();
+  if (d.confidence.empty() || g_count == 0 || d.head_cost.size() != g_count ||
+      d.correct.size() != d.confidence.size()) {
+    return absl::InvalidArgumentError("calibration data is empty or inconsistent");
+  }
+  for (size_t i = 0; i < d.confidence.size(); ++i) {
+    if (d.confidence[i].size() != g_count || d.correct[i].size() != g_count) {
+      return absl::InvalidArgumentError(absl::StrCat("sample ", i, " does not have ", g_count, " exits"));
+    }
+  }
+  std::vector<float> t(g_count, -1.0f);
+  t.back() = 0.0f;
+  CalibrationResult best = EvaluateThresholds(d, t);
+  const double floor = target.min_accuracy >= 0 ? target.min_accuracy
+                                                : best.final_exit_accuracy - target.max_drop;
+  if (best.accuracy < floor - 1e-12) {
+    return absl::InvalidArgumentError(absl::StrCat("the final exit alone reaches ", best.accuracy,
+                                                   ", below the requested floor ", floor));
+  }
+  // Candidates per exit: quantiles of its confidences (dense near 1, where the
+  // useful thresholds live), plus disabled.
+  std::vector<std::vector<float>> candidates(g_count);
+  for (size_t g = 0; g + 1 < g_count; ++g) {
+    std::vector<float> c;
+    for (const auto& row : d.confidence) c.push_back(row[g]);
+    std::sort(c.begin(), c.end());
+    std::vector<float>& cand = candidates[g];
+    cand.push_back(-1.0f);
+    for (int q = 0; q < 200; ++q) {
+      const double p = 1.0 - std::pow(0.5, q / 12.0);  // 0 .. ~1, denser towards 1
+      const size_t idx = std::min(c.size() - 1, static_cast<size_t>(p * c.size()));
+      cand.push_back(c[idx]);
+    }
+    std::sort(cand.begin(), cand.end());
+    cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
+  }
+  // Coordinate descent: each pass tries every candidate of every exit and
+  // keeps a change when it lowers the cost without breaking the floor.
+  for (int pass = 0; pass < 8; ++pass) {
+    bool improved = false;
+    for (size_t g = 0; g + 1 < g_count; ++g) {
+      for (float v : candidates[g]) {
+        std::vector<float> trial = best.thresholds;
+        trial[g] = v;
+        CalibrationResult r = EvaluateThresholds(d, trial);
+        if (r.accuracy + 1e-12 >= floor &&
+            (r.expected_cost < best.expected_cost - 1e-12 ||
+             (std::abs(r.expected_cost - best.expected_cost) <= 1e-12 && r.accuracy > best.accuracy))) {
+          best = r;
+          improved = true;
+        }
+      }
+    }
+    if (!improved) break;
+  }
+  return best;
+}
+
+}  // namespace eenn::common

@@ -1,0 +1,56 @@
+// Threshold calibration: choose per-exit thresholds that minimise the
+// expected compute per sample subject to an accuracy floor, from per-exit
+// confidences measured on a validation split. Torch-free: the inputs are
+// plain matrices, so the search is tested on synthetic data.
+//
+// Cost model: a sample that leaves at exit g paid for every layer up to
+// exit g's layer plus every *active* head evaluated on the way (inactive
+// exits, threshold < 0, cost nothing).
+#ifndef EENN_COMMON_CALIBRATION_H_
+#define EENN_COMMON_CALIBRATION_H_
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace eenn::common {
+
+struct CalibrationData {
+  // [sample][exit] confidence and correctness, final exit included.
+  std::vector<std::vector<float>> confidence;
+  std::vector<std::vector<bool>> correct;
+  // Cost (e.g. ms at batch 1) of the layers between exit g-1's layer and exit
+  // g's layer (for g = 0: from the input), and of head g itself.
+  std::vector<double> segment_cost;
+  std::vector<double> head_cost;
+};
+
+struct CalibrationTarget {
+  // Exactly one of these: the largest allowed accuracy drop against the final
+  // exit (points in [0, 1], e.g. 0.01), or an absolute accuracy floor.
+  double max_drop = 0.01;
+  double min_accuracy = -1;  // used when >= 0
+};
+
+struct CalibrationResult {
+  std::vector<float> thresholds;     // one per exit, final = 0
+  double accuracy = 0;               // on the calibration data
+  double final_exit_accuracy = 0;    // final exit alone
+  double expected_cost = 0;          // mean cost per sample under `thresholds`
+  double full_cost = 0;              // cost with every early exit disabled
+  std::vector<double> exit_share;    // share of samples leaving at each exit
+};
+
+// Evaluates thresholds on the data.
+CalibrationResult EvaluateThresholds(const CalibrationData& data, const std::vector<float>& thresholds);
+
+// Coordinate descent over per-exit candidate thresholds (quantiles of each
+// exit's confidences, plus "disabled"), from all-disabled, keeping the
+// accuracy floor. InvalidArgument for empty or inconsistent data or a target
+// that the final exit alone cannot meet.
+absl::StatusOr<CalibrationResult> Calibrate(const CalibrationData& data,
+                                            const CalibrationTarget& target);
+
+}  // namespace eenn::common
+
+#endif  // EENN_COMMON_CALIBRATION_H_

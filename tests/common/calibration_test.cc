@@ -1,0 +1,81 @@
+#include "common/calibration.h"
+
+#include <gtest/gtest.h>
+
+namespace eenn::common {
+namespace {
+
+// 100 samples, exits 0 and 1 plus the final exit (2). Samples 0-59 are easy:
+// exit 0 is confident (0.95) and right. Samples 60-79: exit 0 unsure (0.4) and
+// wrong, exit 1 confident (0.9) and right. Samples 80-99: exits 0 and 1 unsure
+// (0.3, 0.5) and wrong; only the final exit is right.
+CalibrationData Synthetic() {
+  CalibrationData d;
+  for (int i = 0; i < 100; ++i) {
+    if (i < 60) {
+      d.confidence.push_back({0.95f, 0.97f, 0.99f});
+      d.correct.push_back({true, true, true});
+    } else if (i < 80) {
+      d.confidence.push_back({0.4f, 0.9f, 0.99f});
+      d.correct.push_back({false, true, true});
+    } else {
+      d.confidence.push_back({0.3f, 0.5f, 0.8f});
+      d.correct.push_back({false, false, true});
+    }
+  }
+  d.segment_cost = {1.0, 1.0, 2.0};
+  d.head_cost = {0.1, 0.1, 0.1};
+  return d;
+}
+
+TEST(CalibrationTest, EvaluateCountsActiveHeadsOnly) {
+  CalibrationData d = Synthetic();
+  CalibrationResult none = EvaluateThresholds(d, {-1, -1, 0});
+  EXPECT_DOUBLE_EQ(none.accuracy, 1.0);
+  EXPECT_NEAR(none.expected_cost, 4.1, 1e-9);  // all layers + the final head
+  EXPECT_NEAR(none.full_cost, 4.1, 1e-9);
+  CalibrationResult both = EvaluateThresholds(d, {0.5f, 0.6f, 0});
+  // 60 leave at exit 0 (cost 1.1), 20 at exit 1 (2.2), 20 at the end (4.3).
+  EXPECT_NEAR(both.expected_cost, 0.6 * 1.1 + 0.2 * 2.2 + 0.2 * 4.3, 1e-12);
+  EXPECT_DOUBLE_EQ(both.accuracy, 1.0);
+  EXPECT_DOUBLE_EQ(both.exit_share[0], 0.6);
+  // Strictly greater: a threshold equal to the confidence does not fire.
+  CalibrationResult eq = EvaluateThresholds(d, {0.95f, -1, 0});
+  EXPECT_DOUBLE_EQ(eq.exit_share[0], 0.0);
+}
+
+TEST(CalibrationTest, FindsTheKnownOptimumWithoutAccuracyLoss) {
+  auto r = Calibrate(Synthetic(), CalibrationTarget{0.0, -1});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_DOUBLE_EQ(r->accuracy, 1.0);
+  EXPECT_NEAR(r->expected_cost, 0.6 * 1.1 + 0.2 * 2.2 + 0.2 * 4.3, 1e-9);
+  EXPECT_GE(r->thresholds[0], 0.4f);
+  EXPECT_LT(r->thresholds[0], 0.95f);
+  EXPECT_GE(r->thresholds[1], 0.5f);
+  EXPECT_LT(r->thresholds[1], 0.9f);
+  EXPECT_EQ(r->thresholds[2], 0.0f);
+}
+
+TEST(CalibrationTest, SpendsTheAllowedDropOnCheaperExits) {
+  // Allowing a 20-point drop lets the 20 hard samples leave early (wrongly) too.
+  auto r = Calibrate(Synthetic(), CalibrationTarget{0.20, -1});
+  ASSERT_TRUE(r.ok());
+  EXPECT_GE(r->accuracy, 0.80 - 1e-12);
+  EXPECT_LT(r->expected_cost, 0.6 * 1.1 + 0.2 * 2.2 + 0.2 * 4.3);
+  // An absolute floor works the same way.
+  auto f = Calibrate(Synthetic(), CalibrationTarget{0.0, 0.9});
+  ASSERT_TRUE(f.ok());
+  EXPECT_GE(f->accuracy, 0.9 - 1e-12);
+}
+
+TEST(CalibrationTest, RefusesBadData) {
+  EXPECT_FALSE(Calibrate(CalibrationData{}, {}).ok());
+  CalibrationData d = Synthetic();
+  d.head_cost.pop_back();
+  EXPECT_FALSE(Calibrate(d, {}).ok());
+  EXPECT_EQ(Calibrate(Synthetic(), CalibrationTarget{0.0, 1.01}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace eenn::common

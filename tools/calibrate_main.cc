@@ -1,0 +1,113 @@
+// eenn-calibrate: searches per-exit thresholds on the validation split the
+// trainer held out, minimising the expected batch-1 compute measured on this
+// machine under an accuracy floor, and writes them into the bundle.
+//
+//   eenn-calibrate --bundle models/cifar10-resnet18 --data_dir ../shared/datasets/cifar10 \
+//     --max_drop 1.0
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "common/bundle.h"
+#include "common/calibration.h"
+#include "common/exit_outputs.h"
+#include "common/layer_costs.h"
+#include "common/threads.h"
+#include "tools/bundle_data.h"
+
+ABSL_FLAG(std::string, bundle, "", "Bundle to calibrate (updated in place unless --out).");
+ABSL_FLAG(std::string, out, "", "Write the calibrated bundle here instead.");
+ABSL_FLAG(std::string, dataset, "folder", "Dataset format (folder, cifar10-bin, mnist, fashion-mnist).");
+ABSL_FLAG(std::string, data_dir, "", "Dataset root (its train split holds the validation samples).");
+ABSL_FLAG(double, max_drop, 1.0, "Allowed accuracy drop against the final exit, in points.");
+ABSL_FLAG(double, target_accuracy, -1, "Absolute accuracy floor in percent (overrides --max_drop).");
+ABSL_FLAG(double, val_ratio, -1, "Validation share (default: the trainer's, from the bundle).");
+ABSL_FLAG(int, seed, -1, "Split seed (default: the trainer's, from the bundle).");
+ABSL_FLAG(int, threads, 2, "LibTorch threads (also the setting whose latency is minimised).");
+ABSL_FLAG(bool, json, false, "Print the report as one JSON object.");
+
+namespace {
+int Fail(const absl::Status& s) {
+  std::cerr << "eenn-calibrate: " << s << "\n";
+  return 2;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  if (absl::GetFlag(FLAGS_bundle).empty() || absl::GetFlag(FLAGS_data_dir).empty()) {
+    std::cerr << "usage: eenn-calibrate --bundle DIR --data_dir DIR [--max_drop 1.0]\n";
+    return 2;
+  }
+  if (auto s = eenn::common::ConfigureThreads({absl::GetFlag(FLAGS_threads), 1}); !s.ok()) return Fail(s);
+  auto bundle = eenn::common::LoadBundle(absl::GetFlag(FLAGS_bundle));
+  if (!bundle.ok()) return Fail(bundle.status());
+  auto train = eenn::tools::LoadForBundle(*bundle, absl::GetFlag(FLAGS_dataset),
+                                          absl::GetFlag(FLAGS_data_dir), "train");
+  if (!train.ok()) return Fail(train.status());
+  auto val = eenn::tools::ValidationIndices(*bundle, *train, absl::GetFlag(FLAGS_val_ratio),
+                                            absl::GetFlag(FLAGS_seed));
+  if (!val.ok()) return Fail(val.status());
+
+  auto& net = *bundle->model;
+  std::fprintf(stderr, "eenn-calibrate: %zu validation samples, %d exits\n", val->size(), net.num_exits());
+  eenn::common::ExitOutputs outputs = eenn::common::CollectExitOutputs(
+      net, *train, *val, bundle->manifest.input, bundle->policy.confidence);
+  eenn::common::LayerCosts costs = eenn::common::MeasureLayerCosts(net);
+  eenn::common::CalibrationData data =
+      outputs.ToCalibrationData(costs.SegmentMs(net.exit_layers()), costs.head_ms);
+  eenn::common::CalibrationTarget target;
+  target.max_drop = absl::GetFlag(FLAGS_max_drop) / 100.0;
+  if (absl::GetFlag(FLAGS_target_accuracy) >= 0) target.min_accuracy = absl::GetFlag(FLAGS_target_accuracy) / 100.0;
+  auto result = eenn::common::Calibrate(data, target);
+  if (!result.ok()) return Fail(result.status());
+
+  nlohmann::json histogram = nlohmann::json::object();
+  for (int g = 0; g < net.num_exits(); ++g) {
+    histogram[std::to_string(net.exit_layers()[g])] = result->exit_share[g];
+  }
+  nlohmann::json report = {
+      {"validation_samples", val->size()},
+      {"final_exit_accuracy", result->final_exit_accuracy},
+      {"calibrated_accuracy", result->accuracy},
+      {"per_exit_accuracy", outputs.ExitAccuracy()},
+      {"thresholds", result->thresholds},
+      {"exit_share", histogram},
+      {"expected_ms", result->expected_cost},
+      {"full_ms", result->full_cost},
+      {"expected_speedup", result->full_cost / std::max(result->expected_cost, 1e-9)},
+      {"max_drop_points", absl::GetFlag(FLAGS_max_drop)},
+      {"threads", absl::GetFlag(FLAGS_threads)},
+      {"layer_ms", costs.layer_ms},
+      {"head_ms", costs.head_ms}};
+
+  eenn::common::BundleManifest m = bundle->manifest;
+  m.thresholds = result->thresholds;
+  nlohmann::json meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
+  if (meta.is_discarded() || !meta.is_object()) meta = nlohmann::json::object();
+  meta["calibrated"] = true;
+  meta["calibration"] = report;
+  m.metadata_json = meta.dump();
+  const std::string out = absl::GetFlag(FLAGS_out).empty() ? absl::GetFlag(FLAGS_bundle) : absl::GetFlag(FLAGS_out);
+  if (auto s = eenn::common::SaveBundle(out, m, net); !s.ok()) return Fail(s);
+
+  if (absl::GetFlag(FLAGS_json)) {
+    std::cout << report.dump() << "\n";
+  } else {
+    std::printf("validation: %zu samples; final exit %.2f%%, calibrated %.2f%% (drop %.2f points)\n",
+                val->size(), 100 * result->final_exit_accuracy, 100 * result->accuracy,
+                100 * (result->final_exit_accuracy - result->accuracy));
+    std::printf("expected %.3f ms vs %.3f ms without exits: %.2fx faster\n", result->expected_cost,
+                result->full_cost, result->full_cost / std::max(result->expected_cost, 1e-9));
+    std::printf("exit layer | threshold | share | exit accuracy\n");
+    for (int g = 0; g < net.num_exits(); ++g) {
+      std::printf("%10d | %9.4f | %5.1f%% | %6.2f%%\n", net.exit_layers()[g], result->thresholds[g],
+                  100 * result->exit_share[g], 100 * outputs.ExitAccuracy()[g]);
+    }
+    std::printf("wrote %s\n", out.c_str());
+  }
+  return 0;
+}
