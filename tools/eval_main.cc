@@ -28,7 +28,7 @@ ABSL_FLAG(std::string, dataset, "folder", "Dataset format (folder, cifar10-bin, 
 ABSL_FLAG(std::string, data_dir, "", "Dataset root.");
 ABSL_FLAG(std::string, split, "test", "Split to evaluate: test, or val (the trainer's held-out part of train).");
 ABSL_FLAG(std::string, dataset_name, "CIFAR-10", "Dataset name for the table.");
-ABSL_FLAG(int, limit, 0, "Evaluate only the first N samples (0 = all).");
+ABSL_FLAG(int, limit, 0, "Evaluate a stratified subset of about N samples (0 = all).");
 ABSL_FLAG(int, threads, 2, "LibTorch threads.");
 ABSL_FLAG(bool, json, false, "Print one JSON object.");
 
@@ -61,7 +61,14 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < data->size(); ++i) indices.push_back(i);
   }
   if (absl::GetFlag(FLAGS_limit) > 0 && static_cast<size_t>(absl::GetFlag(FLAGS_limit)) < indices.size()) {
-    indices.resize(absl::GetFlag(FLAGS_limit));
+    // A stratified subset: folders are sorted by class, so the first N would be one class.
+    std::vector<int64_t> labels;
+    for (int64_t i : indices) labels.push_back(data->labels[i]);
+    auto [rest, keep] = eenn::common::SplitIndices(
+        labels, static_cast<double>(absl::GetFlag(FLAGS_limit)) / indices.size(), 0);
+    std::vector<int64_t> subset;
+    for (int64_t k : keep) subset.push_back(indices[k]);
+    indices = subset;
   }
   auto& net = *bundle->model;
   const auto& manifest = bundle->manifest;
