@@ -2,7 +2,7 @@
 // trainer held out, minimising the expected batch-1 compute measured on this
 // machine under an accuracy floor, and writes them into the bundle.
 //
-//   eenn-calibrate --bundle models/cifar10-resnet18 --data_dir ../shared/datasets/cifar10 \
+//   eenn-calibrate --bundle models/cifar10-resnet18 --data_dir ../shared/datasets/cifar10
 //     --max_drop 1.0
 #include <cstdio>
 #include <iostream>

@@ -35,7 +35,7 @@ TEST(ZooTest, ResNetLayerCountsAndWidthsBothVariants) {
       {"resnet18", 12}, {"resnet34", 20}, {"resnet50", 20}, {"resnet101", 37}};
   for (Variant v : {Variant::kCifar, Variant::kImagenet}) {
     for (const auto& [name, widths] : want) {
-      for (const std::string& suffix : {"", "_nobn"}) {
+      for (const std::string suffix : {"", "_nobn"}) {
         auto b = BuildBackbone(name + suffix, {v, 10, 1.0});
         ASSERT_TRUE(b.ok()) << b.status();
         EXPECT_EQ(b->layers.size(), counts.at(name)) << name << suffix;

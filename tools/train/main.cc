@@ -1,7 +1,7 @@
 // eenn-train: trains a zoo backbone and its exits and writes a model bundle.
 //
-//   eenn-train --dataset folder --data_dir ../shared/datasets/cifar10 \
-//     --model resnet18 --width 0.5 --ee 5,7,9 --train_mode end_join \
+//   eenn-train --dataset folder --data_dir ../shared/datasets/cifar10
+//     --model resnet18 --width 0.5 --ee 5,7,9 --train_mode end_join
 //     --epochs 15 --batch 128 --lr 0.1 --scheduler onecycle --out models/x
 #include <torch/torch.h>
 
@@ -102,6 +102,7 @@ int main(int argc, char** argv) {
   o.model_name = absl::GetFlag(FLAGS_name);
   o.model_version = absl::GetFlag(FLAGS_version);
   o.max_steps_per_epoch = absl::GetFlag(FLAGS_max_steps);
+  o.cuda = absl::GetFlag(FLAGS_cuda);
   if (!absl::GetFlag(FLAGS_augment)) {
     o.crop_padding = 0;
     o.hflip = false;

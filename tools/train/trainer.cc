@@ -194,7 +194,8 @@ json OptionsJson(const TrainOptions& o) {
 std::pair<double, std::vector<double>> Evaluate(EarlyExitNet& net, const common::ImageDataset& data,
                                                 const std::vector<int64_t>& indices,
                                                 const common::InputSpec& input,
-                                                const std::vector<double>& w) {
+                                                const std::vector<double>& w,
+                                                const torch::Device& device) {
   net.eval();
   torch::NoGradGuard no_grad;
   std::vector<int64_t> correct(net.num_exits(), 0);
@@ -203,7 +204,8 @@ std::pair<double, std::vector<double>> Evaluate(EarlyExitNet& net, const common:
   const size_t chunk = 500;
   for (size_t s = 0; s < indices.size(); s += chunk) {
     std::vector<int64_t> idx(indices.begin() + s, indices.begin() + std::min(indices.size(), s + chunk));
-    auto [x, y] = common::MakeBatch(data, idx, input, {}, rng);
+    auto [xc, yc] = common::MakeBatch(data, idx, input, {}, rng);
+    torch::Tensor x = xc.to(device), y = yc.to(device);
     std::vector<torch::Tensor> logits = net.ForwardExits(x, net.num_exits() - 1);
     torch::Tensor l = Loss(logits, y, w);
     if (l.defined()) loss_sum += l.item<double>() * idx.size();
@@ -301,6 +303,9 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
     return absl::InvalidArgumentError("input shape does not match the architecture");
   }
   if (!o.pretrained.empty()) EENN_RETURN_IF_ERROR(CopyPretrained(*net, o.pretrained));
+  torch::Device device(torch::kCPU);
+  if (o.cuda && torch::cuda::is_available()) device = torch::Device(torch::kCUDA);
+  net->to(device);
 
   const std::string ckpt_dir = o.checkpoint_dir.empty() ? (fs::path(o.out) / "checkpoint").string()
                                                         : o.checkpoint_dir;
@@ -388,7 +393,8 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
       const size_t begin = static_cast<size_t>(s * o.batch);
       std::vector<int64_t> idx(order.begin() + begin,
                                order.begin() + std::min(order.size(), begin + o.batch));
-      auto [x, y] = common::MakeBatch(data, idx, o.input, augment, rng);
+      auto [xc, yc] = common::MakeBatch(data, idx, o.input, augment, rng);
+      torch::Tensor x = xc.to(device), y = yc.to(device);
       SetLr(*opt, ScheduledLr(o, state.plateau_lr, epoch_in_stage * steps + s, o.epochs * steps));
       opt->zero_grad();
       torch::Tensor loss = Loss(net->ForwardExits(x, plan.last_exit), y, w, &exit_step);
@@ -419,7 +425,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
     for (double v : exit_sum) st.exit_train_loss.push_back(v / std::max<int64_t>(seen, 1));
     st.lr = opt->param_groups()[0].options().get_lr();
     st.images_per_s = seen / std::max(train_s, 1e-9);
-    std::tie(st.val_loss, st.val_accuracy) = Evaluate(*net, data, val_idx, o.input, w);
+    std::tie(st.val_loss, st.val_accuracy) = Evaluate(*net, data, val_idx, o.input, w, device);
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (o.scheduler == "plateau" && !val_idx.empty()) {
       if (st.val_loss < state.plateau_best * (1 - o.plateau_threshold)) {

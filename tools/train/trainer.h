@@ -61,6 +61,7 @@ struct TrainOptions {
   std::string model_name = "eenn-model"; // served name in the manifest
   std::string model_version = "1";       // served version in the manifest
   common::InputSpec input;               // normalisation stored in the bundle
+  bool cuda = false;                     // train on CUDA when LibTorch has a CUDA device
   int max_steps_per_epoch = 0;           // > 0 caps steps per epoch (tests, smoke runs)
   int stop_after_epochs = 0;             // > 0: stop (checkpointed) after this many epochs of the run
   bool progress = true;                  // live progress line on stderr
