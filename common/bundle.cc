@@ -63,6 +63,7 @@ absl::Status LoadStateDict(const EarlyExitNet& model, const c10::IValue& loaded)
     tensors.emplace(item.key().toStringRef(), item.value().toTensor());
   }
   std::vector<std::pair<std::string, torch::Tensor>> targets = model.StateDict();
+  std::vector<std::pair<torch::Tensor, at::Tensor>> copies;  // (model tensor, bundle tensor)
   std::vector<std::string> missing, mismatched;
   for (auto& [name, target] : targets) {
     auto it = tensors.find(name);
@@ -76,6 +77,8 @@ absl::Status LoadStateDict(const EarlyExitNet& model, const c10::IValue& loaded)
                                         c10::toString(it->second.scalar_type()), ", model ",
                                         ShapeStr(target.sizes()), " ",
                                         c10::toString(target.scalar_type()), ")"));
+    } else {
+      copies.emplace_back(target, it->second);
     }
     tensors.erase(it);
   }
@@ -97,11 +100,7 @@ absl::Status LoadStateDict(const EarlyExitNet& model, const c10::IValue& loaded)
     return absl::FailedPreconditionError(msg);
   }
   torch::NoGradGuard no_grad;
-  std::map<std::string, at::Tensor> by_name;
-  for (const auto& item : loaded.toGenericDict()) {
-    by_name.emplace(item.key().toStringRef(), item.value().toTensor());
-  }
-  for (auto& [name, target] : targets) target.copy_(by_name.at(name));
+  for (auto& [target, source] : copies) target.copy_(source);
   return absl::OkStatus();
 }
 

@@ -6,8 +6,6 @@
 // Latency is the model time per sample (preprocessed tensor in, answer out),
 // as the reference measures it; the two paths alternate sample by sample so
 // machine noise hits both alike.
-#include <torch/torch.h>
-
 #include <chrono>
 #include <cstdio>
 #include <iostream>

@@ -5,8 +5,6 @@
 // Prints class, confidence and exit layer per image; with --json one object
 // per line: {"file", "class", "class_name", "confidence", "exit_layer"}.
 // A summary (images, exit histogram, time per image) goes to stderr.
-#include <torch/torch.h>
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
