@@ -1,6 +1,7 @@
 #include "common/threads.h"
 
 #include <ATen/Parallel.h>
+#include <malloc.h>
 
 #include <mutex>
 #include <thread>
@@ -29,6 +30,14 @@ absl::Status ConfigureThreads(const ThreadOptions& options) {
   applied = want;
   done = true;
   return absl::OkStatus();
+}
+
+void ConfigureAllocator() {
+  // Large blocks come from the heap (no per-allocation mmap/munmap) and the
+  // heap top is not trimmed after each free.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
 }
 
 }  // namespace eenn::common

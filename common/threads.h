@@ -15,6 +15,15 @@ struct ThreadOptions {
 // FailedPrecondition when called again with other values.
 absl::Status ConfigureThreads(const ThreadOptions& options);
 
+// Keeps freed tensor memory inside the process instead of returning it to the
+// kernel. glibc serves large blocks (activations, gradients) with mmap and
+// unmaps them on free, so every training step or forward re-faults its working
+// set page by page: measured on ResNet-18 x0.5 training, 27% of all CPU time in
+// page faults and 1.7x lower images/s. Memory stays at the high-water mark of
+// the working set, which a long-running process reaches anyway. Call once,
+// early in main().
+void ConfigureAllocator();
+
 }  // namespace eenn::common
 
 #endif  // EENN_COMMON_THREADS_H_

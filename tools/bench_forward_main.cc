@@ -28,6 +28,7 @@ ABSL_FLAG(int, iters, 50, "Timed iterations.");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  eenn::common::ConfigureAllocator();
   if (auto s = eenn::common::ConfigureThreads({absl::GetFlag(FLAGS_threads), 1}); !s.ok()) {
     std::cerr << s << "\n";
     return 2;

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
     std::cerr << "usage: eenn-calibrate --bundle DIR --data_dir DIR [--max_drop 1.0]\n";
     return 2;
   }
+  eenn::common::ConfigureAllocator();
   if (auto s = eenn::common::ConfigureThreads({absl::GetFlag(FLAGS_threads), 1}); !s.ok()) return Fail(s);
   auto bundle = eenn::common::LoadBundle(absl::GetFlag(FLAGS_bundle));
   if (!bundle.ok()) return Fail(bundle.status());

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
     std::cerr << "usage: eenn-eval --bundle DIR --data_dir DIR [--split test] [--json]\n";
     return 2;
   }
+  eenn::common::ConfigureAllocator();
   if (auto s = eenn::common::ConfigureThreads({absl::GetFlag(FLAGS_threads), 1}); !s.ok()) return Fail(s);
   auto bundle = eenn::common::LoadBundle(absl::GetFlag(FLAGS_bundle));
   if (!bundle.ok()) return Fail(bundle.status());

@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int batch = std::max(1, absl::GetFlag(FLAGS_batch));
+  eenn::common::ConfigureAllocator();
   if (auto s = eenn::common::ConfigureThreads({absl::GetFlag(FLAGS_threads), 1}); !s.ok()) {
     return Fail(s);
   }

@@ -90,7 +90,7 @@ def eenn_images_per_s(args):
                f"--threads={args.threads}", f"--out={out}"]
         subprocess.run(cmd, check=True, capture_output=True)
         with open(os.path.join(out, "train_log.jsonl")) as f:
-            return json.loads(f.readline())["images_per_s"]
+            return json.loads(f.readline())["images_per_s_steady"]
 
 
 def main():

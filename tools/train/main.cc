@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_cuda) && !torch::cuda::is_available()) {
     std::cerr << "eenn-train: --cuda given but this LibTorch has no CUDA device; training on CPU\n";
   }
+  eenn::common::ConfigureAllocator();
   if (auto s = eenn::common::ConfigureThreads({absl::GetFlag(FLAGS_threads), 1}); !s.ok()) return Fail(s);
 
   eenn::train::TrainOptions o;

@@ -388,6 +388,11 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
     auto last_print = t0;
     double loss_sum = 0;
     int64_t seen = 0;
+    // Throughput after the first steps of the epoch, which pay one-time costs
+    // (oneDNN kernel generation, allocator growth).
+    constexpr int64_t kWarmupSteps = 3;
+    auto steady_t0 = t0;
+    int64_t steady_seen = 0;
     std::vector<double> exit_sum(net->num_exits(), 0.0), exit_step;
     for (int64_t s = 0; s < steps; ++s) {
       const size_t begin = static_cast<size_t>(s * o.batch);
@@ -404,6 +409,8 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
       for (size_t g = 0; g < exit_step.size(); ++g) exit_sum[g] += exit_step[g] * idx.size();
       seen += static_cast<int64_t>(idx.size());
       const auto now = std::chrono::steady_clock::now();
+      if (s + 1 == kWarmupSteps) steady_t0 = now;
+      if (s + 1 > kWarmupSteps) steady_seen += static_cast<int64_t>(idx.size());
       if (o.progress && (std::chrono::duration<double>(now - last_print).count() > 1.0 || s + 1 == steps)) {
         last_print = now;
         const double el = std::chrono::duration<double>(now - t0).count();
@@ -416,7 +423,8 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
         std::fflush(stderr);
       }
     }
-    const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto train_end = std::chrono::steady_clock::now();
+    const double train_s = std::chrono::duration<double>(train_end - t0).count();
 
     EpochStats st;
     st.epoch = epoch + 1;
@@ -425,6 +433,10 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
     for (double v : exit_sum) st.exit_train_loss.push_back(v / std::max<int64_t>(seen, 1));
     st.lr = opt->param_groups()[0].options().get_lr();
     st.images_per_s = seen / std::max(train_s, 1e-9);
+    st.images_per_s_steady =
+        steady_seen > 0
+            ? steady_seen / std::max(std::chrono::duration<double>(train_end - steady_t0).count(), 1e-9)
+            : st.images_per_s;
     std::tie(st.val_loss, st.val_accuracy) = Evaluate(*net, data, val_idx, o.input, w, device);
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (o.scheduler == "plateau" && !val_idx.empty()) {
@@ -453,6 +465,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
                  {"val_accuracy", st.val_accuracy}, {"exit_layers", net->exit_layers()},
                  {"exit_train_loss", st.exit_train_loss},
                  {"lr", st.lr},               {"images_per_s", st.images_per_s},
+                 {"images_per_s_steady", st.images_per_s_steady},
                  {"seconds", st.seconds}};
     log << line.dump() << "\n";
     log.flush();

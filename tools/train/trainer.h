@@ -77,6 +77,7 @@ struct EpochStats {
   std::vector<double> val_accuracy;  // per exit, in [0, 1]
   double lr = 0;
   double images_per_s = 0;
+  double images_per_s_steady = 0;  // after the first 3 steps of the epoch
   double seconds = 0;
 };
 
