@@ -106,15 +106,6 @@ absl::Status LoadStateDict(const EarlyExitNet& model, const c10::IValue& loaded)
 
 }  // namespace
 
-absl::StatusOr<BundleManifest> ReadManifest(const std::string& dir) {
-  const std::string path = (fs::path(dir) / kManifestFile).string();
-  auto text = ReadFile(path);
-  if (!text.ok()) return WithDir(text.status(), dir);
-  auto m = ParseManifest(*text);
-  if (!m.ok()) return WithDir(m.status(), dir);
-  return m;
-}
-
 absl::StatusOr<Bundle> LoadBundle(const std::string& dir) {
   Bundle b;
   b.dir = dir;
@@ -214,6 +205,21 @@ BundleManifest DefaultManifest(const EarlyExitNet& model, const std::string& nam
   }
   m.thresholds.assign(model.num_exits(), 0.5f);
   m.thresholds.back() = 0.0f;
+  return m;
+}
+
+ServedModel Describe(const Bundle& bundle) {
+  ServedModel m;
+  m.name = bundle.manifest.model_name;
+  m.version = bundle.manifest.model_version;
+  m.architecture = bundle.manifest.spec.architecture;
+  m.weights_sha256 = bundle.manifest.weights_sha256;
+  m.num_layers = bundle.model->num_layers();
+  m.exit_layers = bundle.model->exit_layers();
+  m.thresholds = bundle.policy.thresholds;
+  m.class_names = bundle.manifest.class_names;
+  m.input_shape = bundle.model->input_shape();
+  for (int k = 0; k <= m.num_layers; ++k) m.layer_input_shapes.push_back(bundle.model->LayerInputShape(k));
   return m;
 }
 

@@ -24,10 +24,6 @@ struct Bundle {
   ExitPolicy policy;                     // the manifest's thresholds and confidence
 };
 
-// Reads and validates `dir`/manifest.json. NotFound when the file is missing,
-// InvalidArgument for a malformed manifest (the message names the field).
-absl::StatusOr<BundleManifest> ReadManifest(const std::string& dir);
-
 // Loads a bundle. Errors, each naming the bundle directory:
 //   NotFound         manifest or weights file missing
 //   InvalidArgument  malformed manifest; exits or input shape that do not fit
@@ -47,6 +43,9 @@ absl::Status SaveBundle(const std::string& dir, BundleManifest manifest, const E
 // final one (0), and class names class_0..class_{C-1}.
 BundleManifest DefaultManifest(const EarlyExitNet& model, const std::string& name,
                                const std::string& version);
+
+// The torch-free description of a loaded bundle.
+ServedModel Describe(const Bundle& bundle);
 
 }  // namespace eenn::common
 

@@ -53,14 +53,7 @@ struct ExitPolicy {
   ConfidenceFunction confidence = ConfidenceFunction::kMax;
 };
 
-// The answer for one sample.
-struct ExitResult {
-  int exit_index = -1;  // position in exit_layers()
-  int exit_layer = -1;  // backbone layer index of that exit
-  int64_t class_id = -1;
-  float confidence = 0.0f;         // confidence at the answering exit
-  std::vector<float> confidences;  // every evaluated exit's confidence, in order
-};
+// ExitResult (the answer for one sample) lives in common/model_spec.h.
 
 // Outcome of running a layer range over a batch.
 struct PartialResult {

@@ -1,6 +1,9 @@
 #include "common/manifest.h"
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -285,6 +288,21 @@ std::string SerializeManifest(const BundleManifest& m) {
   json meta = json::parse(m.metadata_json, nullptr, false);
   j["metadata"] = meta.is_discarded() ? json::object() : meta;
   return j.dump(2) + "\n";
+}
+
+absl::StatusOr<BundleManifest> ReadManifest(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / kManifestFile).string();
+  auto fail = [&](absl::StatusCode code, absl::string_view msg) {
+    return absl::Status(code, absl::StrCat("bundle '", dir, "': ", msg));
+  };
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail(absl::StatusCode::kNotFound, absl::StrCat("missing file '", path, "'"));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return fail(absl::StatusCode::kDataLoss, absl::StrCat("error reading '", path, "'"));
+  auto m = ParseManifest(ss.str());
+  if (!m.ok()) return fail(m.status().code(), m.status().message());
+  return m;
 }
 
 }  // namespace eenn::common

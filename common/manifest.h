@@ -65,6 +65,27 @@ absl::StatusOr<BundleManifest> ParseManifest(absl::string_view json_text);
 // round-trips.
 std::string SerializeManifest(const BundleManifest& manifest);
 
+// Reads and validates `dir`/manifest.json. NotFound when the file is missing,
+// InvalidArgument for a malformed manifest (the message names the field);
+// messages start with "bundle '<dir>': ".
+absl::StatusOr<BundleManifest> ReadManifest(const std::string& dir);
+
+// What a daemon serves, torch-free: built from a loaded bundle by
+// Describe() (bundle.h) and shared by the services, the planner and metrics.
+struct ServedModel {
+  std::string name;
+  std::string version;
+  std::string architecture;
+  std::string weights_sha256;
+  int num_layers = 0;
+  std::vector<int> exit_layers;    // final exit last
+  std::vector<float> thresholds;   // one per exit
+  std::vector<std::string> class_names;
+  std::vector<int64_t> input_shape;  // (C, H, W)
+  // Per-sample shape of the input of layer k, k in [0, num_layers].
+  std::vector<std::vector<int64_t>> layer_input_shapes;
+};
+
 }  // namespace eenn::common
 
 #endif  // EENN_COMMON_MANIFEST_H_

@@ -76,6 +76,15 @@ struct LayerInfo {
   std::vector<int64_t> output_shape;
 };
 
+// The answer for one sample.
+struct ExitResult {
+  int exit_index = -1;  // position in exit_layers()
+  int exit_layer = -1;  // backbone layer index of that exit
+  int64_t class_id = -1;
+  float confidence = 0.0f;         // confidence at the answering exit
+  std::vector<float> confidences;  // every evaluated exit's confidence, in order
+};
+
 }  // namespace eenn::common
 
 #endif  // EENN_COMMON_MODEL_SPEC_H_

@@ -1,0 +1,273 @@
+#include "common/tensor_codec.h"
+
+#include <zstd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the wire format is little-endian; add byte swapping for this host");
+
+namespace eenn::common {
+namespace {
+
+absl::Status NonFinite(int64_t i) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor element ", i, " is not finite (NaN and Inf are refused)"));
+}
+
+absl::Status CheckFinite(const float* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(v[i])) return NonFinite(i);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::string_view EncodingName(WireEncoding e) {
+  switch (e) {
+    case WireEncoding::kFp32: return "fp32";
+    case WireEncoding::kFp16: return "fp16";
+    case WireEncoding::kInt8: return "int8";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<WireEncoding> ParseEncoding(absl::string_view name) {
+  if (name == "fp32") return WireEncoding::kFp32;
+  if (name == "fp16") return WireEncoding::kFp16;
+  if (name == "int8") return WireEncoding::kInt8;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown wire encoding '", name, "' (expected fp32, fp16 or int8)"));
+}
+
+absl::string_view CompressionName(WireCompression c) {
+  return c == WireCompression::kZstd ? "zstd" : "none";
+}
+
+absl::StatusOr<WireCompression> ParseCompression(absl::string_view name) {
+  if (name == "none") return WireCompression::kNone;
+  if (name == "zstd") return WireCompression::kZstd;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown compression '", name, "' (expected none or zstd)"));
+}
+
+int BytesPerElement(WireEncoding e) {
+  switch (e) {
+    case WireEncoding::kFp32: return 4;
+    case WireEncoding::kFp16: return 2;
+    case WireEncoding::kInt8: return 1;
+  }
+  return 0;
+}
+
+EncodedTensorView View(const EncodedTensor& t) {
+  return EncodedTensorView{t.shape, t.encoding, t.scale, t.zero_point, t.compression,
+                           t.encoded_size, t.data};
+}
+
+absl::StatusOr<int64_t> CheckedNumElements(const std::vector<int64_t>& shape, int64_t max_elements) {
+  if (shape.empty()) return absl::InvalidArgumentError("tensor shape is empty");
+  int64_t n = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    const int64_t d = shape[i];
+    if (d < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor dimension ", i, " is ", d, " (each must be >= 1)"));
+    }
+    if (n > max_elements / d) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor shape holds more than the limit of ", max_elements, " elements"));
+    }
+    n *= d;
+  }
+  return n;
+}
+
+uint16_t FloatToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const float a = std::fabs(f);
+  if (std::isnan(f)) return static_cast<uint16_t>(sign | 0x7e00u);
+  if (a >= 65504.0f) return static_cast<uint16_t>(sign | 0x7bffu);  // saturate (Inf too)
+  x &= 0x7fffffffu;
+  if (x < 0x38800000u) {  // below 2^-14: a subnormal half (or zero)
+    // a * 2^24 is exact in float; rint rounds to nearest even.
+    const uint32_t m = static_cast<uint32_t>(std::nearbyint(a * 16777216.0f));
+    return static_cast<uint16_t>(sign | m);
+  }
+  const uint32_t mant = x & 0x7fffffu;
+  const uint32_t exp = (x >> 23) - 127 + 15;
+  uint32_t h = (exp << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // a carry bumps the exponent, as it should
+  return static_cast<uint16_t>(sign | h);
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    const float v = static_cast<float>(mant) * (1.0f / 16777216.0f);
+    std::memcpy(&bits, &v, 4);
+    bits |= sign;
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+absl::StatusOr<EncodedTensor> EncodeTensor(const float* values, const std::vector<int64_t>& shape,
+                                           const EncodeOptions& options) {
+  auto n_or = CheckedNumElements(shape, std::numeric_limits<int64_t>::max() / 4);
+  if (!n_or.ok()) return n_or.status();
+  const int64_t n = *n_or;
+  if (auto s = CheckFinite(values, n); !s.ok()) return s;
+  EncodedTensor t;
+  t.shape = shape;
+  t.encoding = options.encoding;
+  t.compression = options.compression;
+  t.encoded_size = n * BytesPerElement(options.encoding);
+  std::string raw(static_cast<size_t>(t.encoded_size), '\0');
+  switch (options.encoding) {
+    case WireEncoding::kFp32:
+      std::memcpy(raw.data(), values, raw.size());
+      break;
+    case WireEncoding::kFp16: {
+      auto* out = reinterpret_cast<unsigned char*>(raw.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = FloatToHalf(values[i]);
+        std::memcpy(out + 2 * i, &h, 2);
+      }
+      break;
+    }
+    case WireEncoding::kInt8: {
+      float lo = 0.0f, hi = 0.0f;  // 0 always representable
+      for (int64_t i = 0; i < n; ++i) {
+        lo = std::min(lo, values[i]);
+        hi = std::max(hi, values[i]);
+      }
+      float scale = (hi - lo) / 255.0f;
+      if (!(scale > 0.0f) || !std::isfinite(scale)) scale = 1.0f;  // all zeros
+      const int32_t zp =
+          std::clamp<int32_t>(static_cast<int32_t>(std::lround(-128.0f - lo / scale)), -128, 127);
+      const float inv = 1.0f / scale;
+      auto* out = reinterpret_cast<int8_t*>(raw.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const int32_t q = static_cast<int32_t>(std::lrint(values[i] * inv)) + zp;
+        out[i] = static_cast<int8_t>(std::clamp<int32_t>(q, -128, 127));
+      }
+      t.scale = scale;
+      t.zero_point = zp;
+      break;
+    }
+  }
+  if (options.compression == WireCompression::kZstd) {
+    std::string packed(ZSTD_compressBound(raw.size()), '\0');
+    const size_t got =
+        ZSTD_compress(packed.data(), packed.size(), raw.data(), raw.size(), options.zstd_level);
+    if (ZSTD_isError(got)) {
+      return absl::InternalError(absl::StrCat("zstd compression failed: ", ZSTD_getErrorName(got)));
+    }
+    packed.resize(got);
+    t.data = std::move(packed);
+  } else {
+    t.data = std::move(raw);
+  }
+  return t;
+}
+
+absl::Status DecodeTensor(const EncodedTensorView& t, int64_t max_elements, float* out,
+                          int64_t out_capacity) {
+  auto n_or = CheckedNumElements(t.shape, max_elements);
+  if (!n_or.ok()) return n_or.status();
+  const int64_t n = *n_or;
+  if (n > out_capacity) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor holds ", n, " elements, the destination ", out_capacity));
+  }
+  const int bpe = BytesPerElement(t.encoding);
+  if (bpe == 0) return absl::InvalidArgumentError("tensor encoding is unknown");
+  const int64_t expect = n * bpe;
+  if (t.encoded_size != expect) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor encoded_size is ", t.encoded_size, " bytes, but ", n, " ", EncodingName(t.encoding),
+        " elements take ", expect));
+  }
+  std::string unpacked;
+  absl::string_view raw = t.data;
+  if (t.compression == WireCompression::kZstd) {
+    const unsigned long long content = ZSTD_getFrameContentSize(t.data.data(), t.data.size());
+    if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN) {
+      return absl::InvalidArgumentError("tensor data is not a zstd frame with a declared size");
+    }
+    if (content != static_cast<unsigned long long>(expect)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor zstd frame declares ", content, " bytes, expected ", expect));
+    }
+    unpacked.resize(static_cast<size_t>(expect));
+    const size_t got = ZSTD_decompress(unpacked.data(), unpacked.size(), t.data.data(), t.data.size());
+    if (ZSTD_isError(got) || got != unpacked.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor zstd frame is corrupt: ",
+          ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short output"));
+    }
+    raw = unpacked;
+  } else if (t.compression != WireCompression::kNone) {
+    return absl::InvalidArgumentError("tensor compression is unknown");
+  }
+  if (static_cast<int64_t>(raw.size()) != expect) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor data holds ", raw.size(),
+                                                   " bytes, shape and encoding need ", expect));
+  }
+  switch (t.encoding) {
+    case WireEncoding::kFp32:
+      std::memcpy(out, raw.data(), raw.size());
+      break;
+    case WireEncoding::kFp16: {
+      const auto* in = reinterpret_cast<const unsigned char*>(raw.data());
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, in + 2 * i, 2);
+        out[i] = HalfToFloat(h);
+      }
+      break;
+    }
+    case WireEncoding::kInt8: {
+      if (!std::isfinite(t.scale) || !(t.scale > 0.0f)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("int8 tensor scale is ", t.scale, " (must be finite and > 0)"));
+      }
+      if (t.zero_point < -128 || t.zero_point > 127) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("int8 tensor zero_point is ", t.zero_point, " (must be in [-128, 127])"));
+      }
+      const auto* in = reinterpret_cast<const int8_t*>(raw.data());
+      for (int64_t i = 0; i < n; ++i) out[i] = t.scale * static_cast<float>(in[i] - t.zero_point);
+      break;
+    }
+  }
+  return CheckFinite(out, n);
+}
+
+absl::StatusOr<std::vector<float>> DecodeTensor(const EncodedTensorView& t, int64_t max_elements) {
+  auto n = CheckedNumElements(t.shape, max_elements);
+  if (!n.ok()) return n.status();
+  std::vector<float> out(static_cast<size_t>(*n));
+  if (auto s = DecodeTensor(t, max_elements, out.data(), *n); !s.ok()) return s;
+  return out;
+}
+
+}  // namespace eenn::common

@@ -1,0 +1,470 @@
+#include "device/edge_engine.h"
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "common/bundle.h"
+#include "common/status_macros.h"
+#include "device/metrics.h"
+
+namespace eenn::device {
+namespace {
+
+int64_t Micros(absl::Duration d) { return absl::ToInt64Microseconds(d); }
+
+const char* CodeWord(absl::StatusCode c) {
+  switch (c) {
+    case absl::StatusCode::kUnavailable: return "unavailable";
+    case absl::StatusCode::kDeadlineExceeded: return "deadline";
+    case absl::StatusCode::kResourceExhausted: return "overloaded";
+    case absl::StatusCode::kFailedPrecondition: return "incompatible";
+    case absl::StatusCode::kInvalidArgument: return "refused";
+    default: return "error";
+  }
+}
+
+}  // namespace
+
+const char* DecisionName(Decision d) {
+  switch (d) {
+    case Decision::kDevice: return "device";
+    case Decision::kServer: return "server";
+    case Decision::kFallback: return "fallback";
+  }
+  return "unknown";
+}
+
+class EdgeEngine::Impl {
+ public:
+  Impl(common::Bundle bundle, const EdgeEngineOptions& options, std::unique_ptr<OffloadClient> client,
+       DeviceMetrics* metrics)
+      : bundle_(std::move(bundle)),
+        model_(common::Describe(bundle_)),
+        options_(options),
+        client_(std::move(client)),
+        metrics_(metrics) {
+    split_ = options_.split_layer;
+    if (metrics_) {
+      metrics_->queue_capacity->Set(options_.queue_capacity);
+      metrics_->split_layer->Set(split_);
+      metrics_->server_available->Set(0);
+    }
+    server_detail_ = client_ ? "not checked yet" : "no offload server configured";
+  }
+
+  ~Impl() { Shutdown(absl::ZeroDuration()); }
+
+  absl::Status Warmup() {
+    std::vector<int64_t> shape = model_.input_shape;
+    shape.insert(shape.begin(), 1);
+    auto r = bundle_.model->Run(torch::zeros(shape), 0, model_.num_layers, bundle_.policy);
+    return r.status();
+  }
+
+  void Start() {
+    if (client_) {
+      ProbeServer();
+      monitor_ = std::thread([this] { MonitorLoop(); });
+    }
+    for (int i = 0; i < std::max(1, options_.workers); ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  }
+
+  const common::ServedModel& model() const { return model_; }
+  int split_layer() const { return split_.load(); }
+
+  absl::Status SetSplitLayer(int split) {
+    if (split < 0 || split > model_.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("split layer ", split, " is out of range [0, ",
+                                                     model_.num_layers, "]"));
+    }
+    split_ = split;
+    if (metrics_) metrics_->split_layer->Set(split);
+    return absl::OkStatus();
+  }
+
+  ServerState server_state() const {
+    absl::MutexLock lock(&server_mu_);
+    return ServerState{server_available_, server_detail_};
+  }
+
+  ServerState ProbeServer() {
+    if (!client_) return server_state();
+    auto info = client_->GetModelInfo(options_.offload_timeout);
+    if (!info.ok()) {
+      SetServer(false, absl::StrCat("offload server ", client_->target(), " unreachable: ",
+                                    info.status().ToString()));
+    } else if (info->name != model_.name || info->version != model_.version) {
+      SetServer(false, absl::StrCat("offload server ", client_->target(), " serves model '", info->name,
+                                    "' version '", info->version, "' but this device serves '", model_.name,
+                                    "' version '", model_.version, "': refusing to offload to it"));
+    } else {
+      SetServer(true, absl::StrCat("offload server ", client_->target(), " serves model '", info->name,
+                                   "' version '", info->version, "'"));
+    }
+    return server_state();
+  }
+
+  void Submit(ClassifyInput input, Callback done) {
+    absl::Status refused;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!accepting_) {
+        refused = absl::UnavailableError("eenn-device is shutting down");
+      } else if (static_cast<int>(queue_.size()) >= options_.queue_capacity) {
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            "eenn-device input queue is full (", options_.queue_capacity, " requests waiting)"));
+      } else {
+        queue_.push_back(Item{std::move(input), std::move(done), absl::Now()});
+        if (metrics_) metrics_->queue_depth->Set(static_cast<double>(queue_.size()));
+        return;
+      }
+    }
+    if (metrics_) {
+      metrics_->RequestDone(refused.code() == absl::StatusCode::kResourceExhausted ? "rejected" : "failed",
+                            refused.code());
+    }
+    done(refused);
+  }
+
+  void StopAccepting() {
+    absl::MutexLock lock(&mu_);
+    accepting_ = false;
+  }
+
+  void Shutdown(absl::Duration timeout) {
+    std::deque<Item> left;
+    {
+      absl::MutexLock lock(&mu_);
+      accepting_ = false;
+      auto drained = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return queue_.empty() && running_ == 0; };
+      mu_.AwaitWithTimeout(absl::Condition(&drained), timeout);
+      left.swap(queue_);
+      stopping_ = true;
+    }
+    for (auto& it : left) {
+      if (metrics_) metrics_->RequestDone("failed", absl::StatusCode::kUnavailable);
+      it.done(absl::UnavailableError("eenn-device shut down before this request ran"));
+    }
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+    stop_monitor_.store(true);
+    {
+      absl::MutexLock lock(&server_mu_);  // wake the monitor
+      monitor_wakeups_++;
+    }
+    if (monitor_.joinable()) monitor_.join();
+  }
+
+  int queue_depth() const {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(queue_.size());
+  }
+
+ private:
+  struct Item {
+    ClassifyInput input;
+    Callback done;
+    absl::Time enqueued;
+  };
+
+  void SetServer(bool available, std::string detail) {
+    bool changed;
+    {
+      absl::MutexLock lock(&server_mu_);
+      changed = available != server_available_ || detail != server_detail_;
+      server_available_ = available;
+      server_detail_ = detail;
+    }
+    if (metrics_) metrics_->server_available->Set(available ? 1 : 0);
+    if (changed) {
+      std::fprintf(stderr, "eenn-device: %s%s\n", available ? "offloading to " : "", detail.c_str());
+    }
+  }
+
+  void MonitorLoop() {
+    while (!stop_monitor_.load()) {
+      {
+        absl::MutexLock lock(&server_mu_);
+        const uint64_t seen = monitor_wakeups_;
+        auto woken = [this, seen]() ABSL_SHARED_LOCKS_REQUIRED(server_mu_) {
+          return monitor_wakeups_ != seen;
+        };
+        server_mu_.AwaitWithTimeout(absl::Condition(&woken), options_.probe_interval);
+        if (server_available_ || stop_monitor_.load()) continue;
+      }
+      ProbeServer();
+    }
+  }
+
+  void WorkerLoop() {
+    torch::InferenceMode guard;
+    mu_.Lock();
+    while (true) {
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stopping_; };
+      mu_.Await(absl::Condition(&ready));
+      if (stopping_ && queue_.empty()) break;
+      Item item = std::move(queue_.front());
+      queue_.pop_front();
+      ++running_;
+      if (metrics_) metrics_->queue_depth->Set(static_cast<double>(queue_.size()));
+      mu_.Unlock();
+      absl::StatusOr<ClassifyOutcome> out = Process(item);
+      if (metrics_) {
+        if (out.ok()) {
+          metrics_->RequestDone(DecisionName(out->decided), absl::StatusCode::kOk);
+          metrics_->ExitTaken(out->result.exit_layer);
+          metrics_->end_to_end_seconds->Observe(out->timings.total_us * 1e-6);
+        } else {
+          metrics_->RequestDone("failed", out.status().code());
+        }
+      }
+      item.done(std::move(out));
+      mu_.Lock();
+      --running_;
+    }
+    mu_.Unlock();
+  }
+
+  // Builds the [1, C, H, W] input tensor of a request.
+  absl::StatusOr<torch::Tensor> Preprocess(const ClassifyInput& in) {
+    std::vector<int64_t> shape = model_.input_shape;
+    shape.insert(shape.begin(), 1);
+    torch::Tensor x = torch::empty(shape, torch::kFloat32);
+    const int sources = (!in.image_bytes.empty()) + (!in.image.empty()) + in.tensor.has_value();
+    if (sources != 1) {
+      return absl::InvalidArgumentError("a request needs exactly one input: image bytes, an image or a tensor");
+    }
+    if (in.tensor.has_value()) {
+      if (in.tensor->shape != shape) {
+        return absl::InvalidArgumentError(absl::StrCat("input tensor shape [", absl::StrJoin(in.tensor->shape, ", "),
+                                                       "] is not the model's [", absl::StrJoin(shape, ", "), "]"));
+      }
+      EENN_RETURN_IF_ERROR(common::DecodeTensor(common::View(*in.tensor), x.numel(), x.data_ptr<float>(), x.numel()));
+      return x;
+    }
+    cv::Mat decoded;
+    const cv::Mat* image = &in.image;
+    if (!in.image_bytes.empty()) {
+      EENN_ASSIGN_OR_RETURN(decoded, common::DecodeImage(in.image_bytes, options_.decode_limits));
+      image = &decoded;
+    }
+    EENN_RETURN_IF_ERROR(common::PreprocessImage(*image, bundle_.manifest.input, x.data_ptr<float>()));
+    return x;
+  }
+
+  void Answer(ClassifyOutcome& out, common::ExitResult r) {
+    out.result = std::move(r);
+    if (out.result.class_id >= 0 && out.result.class_id < static_cast<int64_t>(model_.class_names.size())) {
+      out.class_name = model_.class_names[out.result.class_id];
+    }
+  }
+
+  absl::StatusOr<ClassifyOutcome> Process(Item& item) {
+    const absl::Time t0 = absl::Now();
+    ClassifyOutcome out;
+    out.request_id = item.input.request_id;
+    out.timings.queue_us = Micros(t0 - item.enqueued);
+    if (metrics_) metrics_->queue_seconds->Observe(absl::ToDoubleSeconds(t0 - item.enqueued));
+    if (item.input.deadline <= t0) {
+      return absl::DeadlineExceededError(absl::StrCat("deadline passed after ", out.timings.queue_us,
+                                                      " us in the eenn-device queue"));
+    }
+    const int split = item.input.split_layer.value_or(split_.load());
+    if (split < 0 || split > model_.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("split layer ", split, " is out of range [0, ",
+                                                     model_.num_layers, "]"));
+    }
+    out.split_layer = split;
+    auto finish = [&](ClassifyOutcome& o) {
+      o.timings.total_us = Micros(absl::Now() - item.enqueued);
+      return o;
+    };
+    try {
+      EENN_ASSIGN_OR_RETURN(torch::Tensor x, Preprocess(item.input));
+      const absl::Time t1 = absl::Now();
+      out.timings.preprocess_us = Micros(t1 - t0);
+      if (metrics_) metrics_->preprocess_seconds->Observe(absl::ToDoubleSeconds(t1 - t0));
+
+      // Device part: layers [0, split) and their exits.
+      torch::Tensor pending = x;
+      std::vector<float> device_confidences;
+      if (split > 0) {
+        EENN_ASSIGN_OR_RETURN(common::PartialResult part, bundle_.model->Run(x, 0, split, bundle_.policy));
+        const absl::Time t2 = absl::Now();
+        out.timings.device_compute_us = Micros(t2 - t1);
+        if (metrics_) metrics_->device_compute_seconds->Observe(absl::ToDoubleSeconds(t2 - t1));
+        if (part.decided[0]) {
+          out.decided = Decision::kDevice;
+          Answer(out, std::move(part.results[0]));
+          return finish(out);
+        }
+        device_confidences = part.results[0].confidences;
+        pending = part.pending_input.contiguous();
+      }
+
+      // Offload, unless the server is known to be down or incompatible.
+      const ServerState server = server_state();
+      absl::Status offload_error;
+      if (!client_) {
+        offload_error = absl::UnavailableError("no offload server configured");
+      } else if (!server.available) {
+        offload_error = absl::UnavailableError(server.detail);
+      } else {
+        const absl::Time t3 = absl::Now();
+        std::vector<int64_t> shape(pending.sizes().begin(), pending.sizes().end());
+        auto encoded = common::EncodeTensor(pending.data_ptr<float>(), shape, options_.wire);
+        const absl::Time t4 = absl::Now();
+        out.timings.encode_us = Micros(t4 - t3);
+        if (metrics_) metrics_->encode_seconds->Observe(absl::ToDoubleSeconds(t4 - t3));
+        if (!encoded.ok()) {
+          offload_error = encoded.status();
+        } else {
+          absl::Duration timeout = options_.offload_timeout;
+          if (item.input.deadline != absl::InfiniteFuture()) {
+            // Leave time to finish locally if the server does not answer.
+            timeout = std::min(timeout, (item.input.deadline - t4) / 2);
+          }
+          ResumeCall call{item.input.request_id, model_.name, model_.version, split, std::move(*encoded)};
+          auto answer = client_->Resume(std::move(call), timeout);
+          const absl::Time t5 = absl::Now();
+          out.timings.offload_us = Micros(t5 - t4);
+          if (metrics_) metrics_->offload_seconds->Observe(absl::ToDoubleSeconds(t5 - t4));
+          if (answer.ok()) {
+            out.decided = Decision::kServer;
+            out.offload_bytes = answer->request_bytes;
+            out.timings.server_queue_us = answer->server_queue_us;
+            out.timings.server_compute_us = answer->server_compute_us;
+            if (metrics_) {
+              metrics_->offloads->Increment();
+              metrics_->sent_bytes->Increment(static_cast<double>(answer->request_bytes));
+              metrics_->received_bytes->Increment(static_cast<double>(answer->reply_bytes));
+              metrics_->server_queue_seconds->Observe(answer->server_queue_us * 1e-6);
+              metrics_->server_compute_seconds->Observe(answer->server_compute_us * 1e-6);
+            }
+            common::ExitResult r = std::move(answer->predictions[0]);
+            r.exit_index = ExitIndex(r.exit_layer);
+            r.confidences.insert(r.confidences.begin(), device_confidences.begin(), device_confidences.end());
+            Answer(out, std::move(r));
+            return finish(out);
+          }
+          offload_error = answer.status();
+          const auto code = offload_error.code();
+          if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) {
+            SetServer(false, absl::StrCat("offload server ", client_->target(), " failed a request: ",
+                                          offload_error.ToString()));
+          } else if (code == absl::StatusCode::kFailedPrecondition) {
+            SetServer(false, std::string(offload_error.message()));
+          }
+        }
+      }
+
+      // Fallback: finish locally from the split tensor.
+      const absl::Time t6 = absl::Now();
+      EENN_ASSIGN_OR_RETURN(common::PartialResult rest,
+                            bundle_.model->Run(pending, split, model_.num_layers, bundle_.policy));
+      const absl::Time t7 = absl::Now();
+      out.timings.fallback_us = Micros(t7 - t6);
+      out.decided = Decision::kFallback;
+      out.fallback_reason = offload_error.ToString();
+      if (metrics_) {
+        metrics_->fallback_seconds->Observe(absl::ToDoubleSeconds(t7 - t6));
+        metrics_->Fallback(client_ ? CodeWord(offload_error.code()) : "unavailable");
+      }
+      common::ExitResult r = std::move(rest.results[0]);
+      r.confidences.insert(r.confidences.begin(), device_confidences.begin(), device_confidences.end());
+      Answer(out, std::move(r));
+      return finish(out);
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("model '", model_.name, "' failed: ", e.what_without_backtrace()));
+    } catch (const cv::Exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat("image processing failed: ", e.what()));
+    }
+  }
+
+  int ExitIndex(int layer) const {
+    for (size_t g = 0; g < model_.exit_layers.size(); ++g) {
+      if (model_.exit_layers[g] == layer) return static_cast<int>(g);
+    }
+    return -1;
+  }
+
+  common::Bundle bundle_;
+  common::ServedModel model_;
+  EdgeEngineOptions options_;
+  std::unique_ptr<OffloadClient> client_;
+  DeviceMetrics* metrics_;
+  std::atomic<int> split_{0};
+  std::vector<std::thread> workers_;
+  std::thread monitor_;
+  std::atomic<bool> stop_monitor_{false};
+
+  mutable absl::Mutex mu_;
+  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+
+  mutable absl::Mutex server_mu_;
+  bool server_available_ ABSL_GUARDED_BY(server_mu_) = false;
+  std::string server_detail_ ABSL_GUARDED_BY(server_mu_);
+  uint64_t monitor_wakeups_ ABSL_GUARDED_BY(server_mu_) = 0;
+};
+
+absl::StatusOr<std::unique_ptr<EdgeEngine>> EdgeEngine::Create(const std::string& bundle_dir,
+                                                               const EdgeEngineOptions& options,
+                                                               std::unique_ptr<OffloadClient> client,
+                                                               DeviceMetrics* metrics) {
+  if (options.queue_capacity < 1 || options.workers < 1) {
+    return absl::InvalidArgumentError("queue_capacity and workers must be >= 1");
+  }
+  EENN_ASSIGN_OR_RETURN(common::Bundle bundle, common::LoadBundle(bundle_dir));
+  EdgeEngineOptions o = options;
+  const int num_layers = bundle.model->num_layers();
+  if (o.split_layer < 0) {
+    // Default: just after the last early exit, so every early exit runs on the device.
+    const auto& exits = bundle.model->exit_layers();
+    o.split_layer = exits.size() >= 2 ? exits[exits.size() - 2] + 1 : 0;
+  }
+  if (o.split_layer > num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("split layer ", o.split_layer, " is out of range [0, ",
+                                                   num_layers, "] for bundle '", bundle_dir, "'"));
+  }
+  auto impl = std::make_unique<Impl>(std::move(bundle), o, std::move(client), metrics);
+  if (o.warmup) EENN_RETURN_IF_ERROR(impl->Warmup());
+  impl->Start();
+  return std::unique_ptr<EdgeEngine>(new EdgeEngine(std::move(impl)));
+}
+
+EdgeEngine::EdgeEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+EdgeEngine::~EdgeEngine() = default;
+const common::ServedModel& EdgeEngine::model() const { return impl_->model(); }
+int EdgeEngine::split_layer() const { return impl_->split_layer(); }
+absl::Status EdgeEngine::SetSplitLayer(int split) { return impl_->SetSplitLayer(split); }
+ServerState EdgeEngine::server_state() const { return impl_->server_state(); }
+ServerState EdgeEngine::ProbeServer() { return impl_->ProbeServer(); }
+void EdgeEngine::Submit(ClassifyInput input, Callback done) { impl_->Submit(std::move(input), std::move(done)); }
+void EdgeEngine::StopAccepting() { impl_->StopAccepting(); }
+void EdgeEngine::Shutdown(absl::Duration timeout) { impl_->Shutdown(timeout); }
+int EdgeEngine::queue_depth() const { return impl_->queue_depth(); }
+
+absl::StatusOr<ClassifyOutcome> EdgeEngine::ClassifySync(ClassifyInput input) {
+  absl::Notification done;
+  absl::StatusOr<ClassifyOutcome> result;
+  Submit(std::move(input), [&](absl::StatusOr<ClassifyOutcome> r) {
+    result = std::move(r);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return result;
+}
+
+}  // namespace eenn::device

@@ -1,0 +1,186 @@
+// eenn-device: the edge daemon. Parses flags into options and wires the
+// engine, the offload client, the gRPC service, health, reflection, metrics
+// and an optional local source together.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <prometheus/registry.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/manifest.h"
+#include "common/daemon.h"
+#include "common/threads.h"
+#include "device/edge_engine.h"
+#include "device/edge_service.h"
+#include "device/metrics.h"
+#include "device/offload_client.h"
+#include "device/source.h"
+
+ABSL_FLAG(std::string, bundle, "", "Model bundle directory (required; the server must serve the same).");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50052",
+          "gRPC address for EdgeService (port 0 picks one; empty: no gRPC, with --source only).");
+ABSL_FLAG(std::string, server, "",
+          "Offload server address (host:port, dns:///name:port); empty: everything runs on the device.");
+ABSL_FLAG(int, split, -1, "Split layer: the device runs layers below it (-1: after the last early exit).");
+ABSL_FLAG(std::string, encoding, "fp32", "Wire encoding of the split tensor: fp32, fp16 or int8.");
+ABSL_FLAG(std::string, compression, "none", "Lossless compression of the split tensor: none or zstd.");
+ABSL_FLAG(int, workers, 2, "Requests processed at once.");
+ABSL_FLAG(int, queue_capacity, 64, "Requests waiting before RESOURCE_EXHAUSTED (counted as rejected).");
+ABSL_FLAG(int, offload_timeout_ms, 1000, "Deadline of each offload RPC; past it the device finishes locally.");
+ABSL_FLAG(int, probe_interval_ms, 500, "How often an unreachable server is probed.");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9092",
+          "Prometheus /metrics address (port 0 picks one; empty disables).");
+ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads (0 = all cores).");
+ABSL_FLAG(int, max_message_bytes, 16 << 20, "Largest gRPC message accepted or sent.");
+ABSL_FLAG(int64_t, max_image_bytes, 16 << 20, "Largest encoded image accepted.");
+ABSL_FLAG(int64_t, max_image_pixels, 16 << 20, "Largest decoded image (width x height) accepted.");
+ABSL_FLAG(std::string, source, "", "Local source: folder:PATH, video:PATH or camera:INDEX.");
+ABSL_FLAG(std::string, source_output, "-", "Where the local source's JSON lines go ('-' = stdout).");
+ABSL_FLAG(int64_t, source_max, 0, "Stop the local source after this many items (0 = at its end).");
+ABSL_FLAG(double, drain_timeout_s, 10, "On SIGTERM, how long queued and in-flight requests may take.");
+ABSL_FLAG(std::string, ready_file, "",
+          "Write {\"grpc_port\", \"metrics_port\", \"pid\"} here once serving (for scripts and tests).");
+
+namespace {
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "eenn-device: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  eenn::common::BlockTerminationSignals();
+  absl::SetProgramUsageMessage("eenn-device --bundle DIR [--server HOST:PORT] [--listen HOST:PORT] [options]");
+  absl::ParseCommandLine(argc, argv);
+  const std::string bundle = absl::GetFlag(FLAGS_bundle);
+  if (bundle.empty()) return Fail(absl::InvalidArgumentError("--bundle is required"));
+  if (absl::GetFlag(FLAGS_listen).empty() && absl::GetFlag(FLAGS_source).empty()) {
+    return Fail(absl::InvalidArgumentError("nothing to serve: give --listen, --source or both"));
+  }
+  eenn::common::ConfigureAllocator();
+  if (auto s = eenn::common::ConfigureThreads({absl::GetFlag(FLAGS_threads), 1}); !s.ok()) return Fail(s);
+
+  eenn::device::EdgeEngineOptions opts;
+  opts.split_layer = absl::GetFlag(FLAGS_split);
+  auto enc = eenn::common::ParseEncoding(absl::GetFlag(FLAGS_encoding));
+  if (!enc.ok()) return Fail(enc.status());
+  auto comp = eenn::common::ParseCompression(absl::GetFlag(FLAGS_compression));
+  if (!comp.ok()) return Fail(comp.status());
+  opts.wire.encoding = *enc;
+  opts.wire.compression = *comp;
+  opts.workers = absl::GetFlag(FLAGS_workers);
+  opts.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
+  opts.offload_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_offload_timeout_ms));
+  opts.probe_interval = absl::Milliseconds(absl::GetFlag(FLAGS_probe_interval_ms));
+  opts.decode_limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
+  opts.decode_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+
+  auto manifest = eenn::common::ReadManifest(bundle);
+  if (!manifest.ok()) return Fail(manifest.status());
+  auto registry = std::make_shared<prometheus::Registry>();
+  eenn::device::DeviceMetrics metrics(*registry, manifest->model_name, manifest->model_version,
+                                      manifest->spec.exit_layers);
+
+  std::unique_ptr<eenn::device::OffloadClient> client;
+  if (!absl::GetFlag(FLAGS_server).empty()) {
+    auto c = eenn::device::MakeGrpcOffloadClient({absl::GetFlag(FLAGS_server), absl::GetFlag(FLAGS_max_message_bytes)});
+    if (!c.ok()) return Fail(c.status());
+    client = std::move(*c);
+  }
+  auto engine = eenn::device::EdgeEngine::Create(bundle, opts, std::move(client), &metrics);
+  if (!engine.ok()) return Fail(engine.status());
+  const auto& m = (*engine)->model();
+
+  std::unique_ptr<eenn::common::MetricsServer> metrics_server;
+  int metrics_port = 0;
+  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
+    auto e = eenn::common::MetricsServer::Start(absl::GetFlag(FLAGS_metrics_address), registry);
+    if (!e.ok()) return Fail(e.status());
+    metrics_server = std::move(*e);
+    metrics_port = metrics_server->port();
+  }
+
+  eenn::device::EdgeServiceImpl service(engine->get());
+  std::unique_ptr<grpc::Server> server;
+  int grpc_port = 0;
+  if (!absl::GetFlag(FLAGS_listen).empty()) {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &grpc_port);
+    builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
+    builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
+    builder.RegisterService(&service);
+    server = builder.BuildAndStart();
+    if (!server || grpc_port == 0) {
+      return Fail(absl::UnavailableError(absl::StrCat("cannot serve gRPC on '", absl::GetFlag(FLAGS_listen), "'")));
+    }
+    server->GetHealthCheckService()->SetServingStatus(true);
+  }
+  std::printf("eenn-device: serving model '%s' version '%s' (%s, split %d of %d layers, %s%s) on port %d, "
+              "metrics on port %d\n",
+              m.name.c_str(), m.version.c_str(), m.architecture.c_str(), (*engine)->split_layer(), m.num_layers,
+              absl::GetFlag(FLAGS_encoding).c_str(),
+              absl::GetFlag(FLAGS_compression) == "none" ? "" : ("+" + absl::GetFlag(FLAGS_compression)).c_str(),
+              grpc_port, metrics_port);
+  std::fflush(stdout);
+  if (!absl::GetFlag(FLAGS_ready_file).empty()) {
+    auto s = eenn::common::WriteFileAtomically(
+        absl::GetFlag(FLAGS_ready_file), absl::StrCat("{\"grpc_port\": ", grpc_port, ", \"metrics_port\": ",
+                                                      metrics_port, ", \"pid\": ", getpid(), "}\n"));
+    if (!s.ok()) return Fail(s);
+  }
+
+  std::atomic<bool> stop_source{false};
+  std::thread source_thread;
+  if (!absl::GetFlag(FLAGS_source).empty()) {
+    source_thread = std::thread([&] {
+      std::ofstream file;
+      std::ostream* out = &std::cout;
+      if (absl::GetFlag(FLAGS_source_output) != "-") {
+        file.open(absl::GetFlag(FLAGS_source_output));
+        out = &file;
+      }
+      auto r = eenn::device::RunSource({absl::GetFlag(FLAGS_source), absl::GetFlag(FLAGS_source_max)},
+                                       engine->get(), *out, stop_source);
+      if (!r.ok()) {
+        std::fprintf(stderr, "eenn-device: source: %s\n", r.status().ToString().c_str());
+      } else {
+        std::fprintf(stderr, "eenn-device: source done: %lld items, %lld answered, %lld failed\n",
+                     static_cast<long long>(r->items), static_cast<long long>(r->answered),
+                     static_cast<long long>(r->failed));
+      }
+      // Without gRPC the daemon has nothing left to do: ask main to stop.
+      if (!server) kill(getpid(), SIGTERM);
+    });
+  }
+
+  const int sig = eenn::common::WaitForTerminationSignal();
+  std::printf("eenn-device: signal %d, draining\n", sig);
+  std::fflush(stdout);
+  stop_source = true;
+  const absl::Duration drain = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
+  if (server) server->GetHealthCheckService()->SetServingStatus(false);
+  (*engine)->StopAccepting();
+  if (server) server->Shutdown(absl::ToChronoTime(absl::Now() + drain));
+  if (source_thread.joinable()) source_thread.join();
+  (*engine)->Shutdown(drain);
+  std::printf("eenn-device: stopped\n");
+  return 0;
+}

@@ -1,0 +1,92 @@
+#include "device/metrics.h"
+
+#include "common/latency_buckets.h"
+#include "proto/wire.h"
+
+namespace eenn::device {
+
+DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& model,
+                             const std::string& version, const std::vector<int>& exit_layers) {
+  using prometheus::BuildCounter;
+  using prometheus::BuildGauge;
+  using prometheus::BuildHistogram;
+  requests_ = &BuildCounter()
+                   .Name("eenn_device_requests_total")
+                   .Help("Classify requests finished, by outcome (device, server, fallback, rejected, "
+                         "failed) and gRPC status code")
+                   .Register(registry);
+  for (const char* o : {"device", "server", "fallback"}) requests_->Add({{"outcome", o}, {"code", "OK"}});
+  requests_->Add({{"outcome", "rejected"}, {"code", "RESOURCE_EXHAUSTED"}});
+  fallbacks_ = &BuildCounter()
+                    .Name("eenn_device_fallbacks_total")
+                    .Help("Requests finished locally after the offload was impossible or failed, by reason")
+                    .Register(registry);
+  for (const char* r : {"unavailable", "deadline", "overloaded", "refused", "incompatible", "error"}) {
+    fallbacks_->Add({{"reason", r}});
+  }
+  auto& stage = BuildHistogram()
+                    .Name("eenn_device_stage_duration_seconds")
+                    .Help("Time per Classify request spent in each stage")
+                    .Register(registry);
+  const auto b = common::LatencyBucketsSeconds();
+  queue_seconds = &stage.Add({{"stage", "queue"}}, b);
+  preprocess_seconds = &stage.Add({{"stage", "preprocess"}}, b);
+  device_compute_seconds = &stage.Add({{"stage", "device_compute"}}, b);
+  encode_seconds = &stage.Add({{"stage", "encode"}}, b);
+  offload_seconds = &stage.Add({{"stage", "offload_rpc"}}, b);
+  server_queue_seconds = &stage.Add({{"stage", "server_queue"}}, b);
+  server_compute_seconds = &stage.Add({{"stage", "server_compute"}}, b);
+  fallback_seconds = &stage.Add({{"stage", "fallback"}}, b);
+  end_to_end_seconds = &stage.Add({{"stage", "end_to_end"}}, b);
+  auto& bytes = BuildCounter()
+                    .Name("eenn_device_offload_bytes_total")
+                    .Help("gRPC payload bytes of Resume calls, by direction")
+                    .Register(registry);
+  sent_bytes = &bytes.Add({{"direction", "sent"}});
+  received_bytes = &bytes.Add({{"direction", "received"}});
+  offloads = &BuildCounter()
+                  .Name("eenn_device_offloads_total")
+                  .Help("Resume calls that the server answered")
+                  .Register(registry)
+                  .Add({});
+  auto& exits = BuildCounter()
+                    .Name("eenn_device_exits_total")
+                    .Help("Answered requests by the exit layer that answered (device or server side)")
+                    .Register(registry);
+  for (int l : exit_layers) exits_[l] = &exits.Add({{"exit_layer", std::to_string(l)}});
+  queue_depth = &BuildGauge().Name("eenn_device_queue_depth").Help("Requests waiting in the input queue").Register(registry).Add({});
+  queue_capacity = &BuildGauge()
+                        .Name("eenn_device_queue_capacity")
+                        .Help("Requests the input queue holds before rejecting")
+                        .Register(registry)
+                        .Add({});
+  split_layer = &BuildGauge()
+                     .Name("eenn_device_split_layer")
+                     .Help("Current split layer: the device runs layers below it")
+                     .Register(registry)
+                     .Add({});
+  server_available = &BuildGauge()
+                          .Name("eenn_device_server_available")
+                          .Help("1 when the offload server is reachable and serves the same model and version")
+                          .Register(registry)
+                          .Add({});
+  BuildGauge()
+      .Name("eenn_device_model_info")
+      .Help("The served model (always 1; the labels carry name and version)")
+      .Register(registry)
+      .Add({{"model", model}, {"version", version}})
+      .Set(1);
+}
+
+void DeviceMetrics::RequestDone(const std::string& outcome, absl::StatusCode code) {
+  requests_->Add({{"outcome", outcome}, {"code", wire::CodeName(code)}}).Increment();
+}
+
+void DeviceMetrics::ExitTaken(int exit_layer) {
+  auto it = exits_.find(exit_layer);
+  if (it != exits_.end()) it->second->Increment();
+}
+
+void DeviceMetrics::Fallback(const std::string& reason) { fallbacks_->Add({{"reason", reason}}).Increment(); }
+
+}  // namespace eenn::device

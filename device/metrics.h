@@ -1,0 +1,57 @@
+// Prometheus metrics of eenn-device, built from an injected registry (main.cc
+// owns the registry and its exposer). Documented in the README's metrics table.
+//
+// Thread-safety: prometheus-cpp metrics are safe to update from any thread.
+#ifndef EENN_DEVICE_METRICS_H_
+#define EENN_DEVICE_METRICS_H_
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace eenn::device {
+
+class DeviceMetrics {
+ public:
+  DeviceMetrics(prometheus::Registry& registry, const std::string& model, const std::string& version,
+                const std::vector<int>& exit_layers);
+
+  // A finished request: outcome is device, server, fallback, rejected or failed.
+  void RequestDone(const std::string& outcome, absl::StatusCode code);
+  void ExitTaken(int exit_layer);
+  void Fallback(const std::string& reason);  // unavailable, deadline, overloaded, refused, incompatible, error
+
+  prometheus::Histogram* queue_seconds;
+  prometheus::Histogram* preprocess_seconds;
+  prometheus::Histogram* device_compute_seconds;
+  prometheus::Histogram* encode_seconds;
+  prometheus::Histogram* offload_seconds;         // the Resume RPC as the device saw it
+  prometheus::Histogram* server_queue_seconds;    // reported by the server
+  prometheus::Histogram* server_compute_seconds;  // reported by the server
+  prometheus::Histogram* fallback_seconds;        // local completion after a failed offload
+  prometheus::Histogram* end_to_end_seconds;      // receipt to reply
+  prometheus::Counter* sent_bytes;
+  prometheus::Counter* received_bytes;
+  prometheus::Counter* offloads;
+  prometheus::Gauge* queue_depth;
+  prometheus::Gauge* queue_capacity;
+  prometheus::Gauge* split_layer;
+  prometheus::Gauge* server_available;
+
+ private:
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Counter>* fallbacks_;
+  std::map<int, prometheus::Counter*> exits_;
+};
+
+}  // namespace eenn::device
+
+#endif  // EENN_DEVICE_METRICS_H_

@@ -1,0 +1,66 @@
+// The device's path to the offload server, behind a small interface so the
+// engine can be tested with fakes. GrpcOffloadClient is the real one: one
+// channel to eenn-server, a deadline on every call.
+//
+// Thread-safety: implementations must allow concurrent calls.
+#ifndef EENN_DEVICE_OFFLOAD_CLIENT_H_
+#define EENN_DEVICE_OFFLOAD_CLIENT_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/model_spec.h"
+#include "common/tensor_codec.h"
+
+namespace eenn::device {
+
+// What the server says it serves.
+struct RemoteModel {
+  std::string name;
+  std::string version;
+  std::string weights_sha256;
+  int num_layers = 0;
+};
+
+struct ResumeCall {
+  std::string request_id;
+  std::string model_name;
+  std::string model_version;
+  int split_layer = 0;
+  common::EncodedTensor tensor;  // moved into the request
+};
+
+struct ResumeAnswer {
+  std::vector<common::ExitResult> predictions;  // exit_index is not set (-1)
+  int64_t server_queue_us = 0;
+  int64_t server_compute_us = 0;
+  int64_t request_bytes = 0;  // serialized request size
+  int64_t reply_bytes = 0;    // serialized reply size
+  int server_queue_depth = 0;
+  int server_queue_capacity = 0;
+};
+
+class OffloadClient {
+ public:
+  virtual ~OffloadClient() = default;
+  // The gRPC status of the call as an absl::Status (UNAVAILABLE,
+  // DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ...).
+  virtual absl::StatusOr<ResumeAnswer> Resume(ResumeCall call, absl::Duration timeout) = 0;
+  virtual absl::StatusOr<RemoteModel> GetModelInfo(absl::Duration timeout) = 0;
+  // Where it connects, for messages.
+  virtual std::string target() const = 0;
+};
+
+struct GrpcOffloadClientOptions {
+  std::string target;                    // "host:port", "dns:///name:port", "ipv4:a:p,b:p"
+  int max_message_bytes = 16 << 20;      // largest message sent or received
+};
+
+absl::StatusOr<std::unique_ptr<OffloadClient>> MakeGrpcOffloadClient(const GrpcOffloadClientOptions& options);
+
+}  // namespace eenn::device
+
+#endif  // EENN_DEVICE_OFFLOAD_CLIENT_H_

@@ -1,0 +1,232 @@
+// eenn-client: classifies image files or class folders through an eenn-device
+// daemon, with a chosen concurrency, and prints a summary (accuracy when the
+// parent folder names are class names, latency percentiles, where requests
+// were decided, exit histogram, bytes per offload, rejections and failures).
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/image.h"
+#include "proto/eenn.grpc.pb.h"
+#include "proto/wire.h"
+
+ABSL_FLAG(std::string, device, "localhost:50052", "eenn-device address.");
+ABSL_FLAG(int, concurrency, 4, "Requests in flight at once.");
+ABSL_FLAG(int, deadline_ms, 30000, "Deadline of each request.");
+ABSL_FLAG(int, split, -1, "Pin this split layer for every request (-1: the device's own).");
+ABSL_FLAG(int64_t, limit, 0, "Classify at most this many files (0 = all).");
+ABSL_FLAG(bool, json, false, "Print the summary as one JSON object.");
+ABSL_FLAG(std::string, results, "", "Write one JSON line per request to this file.");
+ABSL_FLAG(bool, quiet, false, "No progress line.");
+
+namespace {
+
+namespace fs = std::filesystem;
+using eenn::v1::ClassifyReply;
+
+struct Outcome {
+  bool done = false;
+  grpc::StatusCode code = grpc::StatusCode::OK;
+  std::string error;
+  ClassifyReply reply;
+  double latency_ms = 0;
+};
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double pos = p * (v.size() - 1);
+  const size_t lo = static_cast<size_t>(pos);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
+}
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "eenn-client: %s\n", msg.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("eenn-client [--device HOST:PORT] [options] FILE_OR_FOLDER...");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> inputs(args.begin() + 1, args.end());
+  if (inputs.empty()) return Fail("give image files or folders to classify");
+  auto files = eenn::common::ListImageFiles(inputs);
+  if (!files.ok()) return Fail(files.status().ToString());
+  if (absl::GetFlag(FLAGS_limit) > 0 && static_cast<int64_t>(files->size()) > absl::GetFlag(FLAGS_limit)) {
+    files->resize(static_cast<size_t>(absl::GetFlag(FLAGS_limit)));
+  }
+
+  grpc::ChannelArguments chargs;
+  chargs.SetMaxReceiveMessageSize(64 << 20);
+  chargs.SetMaxSendMessageSize(64 << 20);
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_device), grpc::InsecureChannelCredentials(), chargs);
+  auto stub = eenn::v1::EdgeService::NewStub(channel);
+  eenn::v1::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::Status s = stub->GetModelInfo(&ctx, eenn::v1::ModelInfoRequest(), &info);
+    if (!s.ok()) {
+      return Fail(absl::StrCat("cannot reach eenn-device at ", absl::GetFlag(FLAGS_device), ": ",
+                               eenn::wire::CodeName(static_cast<absl::StatusCode>(s.error_code())), ": ",
+                               s.error_message()));
+    }
+  }
+  std::map<std::string, int64_t> class_index;
+  for (int i = 0; i < info.class_names_size(); ++i) class_index[info.class_names(i)] = i;
+
+  const size_t n = files->size();
+  std::vector<Outcome> outcomes(n);
+  std::atomic<size_t> next{0}, finished{0};
+  const int concurrency = std::max(1, absl::GetFlag(FLAGS_concurrency));
+  const absl::Time start = absl::Now();
+  auto worker = [&] {
+    for (size_t i = next++; i < n; i = next++) {
+      Outcome& o = outcomes[i];
+      eenn::v1::ClassifyRequest req;
+      req.set_request_id((*files)[i]);
+      std::ifstream in((*files)[i], std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      req.set_image(std::move(bytes));
+      if (absl::GetFlag(FLAGS_split) >= 0) req.set_split_layer(absl::GetFlag(FLAGS_split));
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(absl::GetFlag(FLAGS_deadline_ms)));
+      const absl::Time t0 = absl::Now();
+      grpc::Status s = stub->Classify(&ctx, req, &o.reply);
+      o.latency_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+      o.done = true;
+      o.code = s.error_code();
+      o.error = s.error_message();
+      ++finished;
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < concurrency; ++t) threads.emplace_back(worker);
+  while (!absl::GetFlag(FLAGS_quiet) && finished.load() < n) {
+    absl::SleepFor(absl::Milliseconds(500));
+    const double el = absl::ToDoubleSeconds(absl::Now() - start);
+    std::fprintf(stderr, "\r%zu/%zu requests, %.1f req/s   ", finished.load(), n, finished.load() / std::max(el, 1e-9));
+  }
+  for (auto& t : threads) t.join();
+  const double wall_s = absl::ToDoubleSeconds(absl::Now() - start);
+  if (!absl::GetFlag(FLAGS_quiet)) std::fprintf(stderr, "\n");
+
+  // Summary.
+  std::ofstream results;
+  if (!absl::GetFlag(FLAGS_results).empty()) results.open(absl::GetFlag(FLAGS_results));
+  int64_t answered = 0, rejected = 0, failed = 0, labelled = 0, correct = 0, offloaded = 0, offload_bytes = 0;
+  std::map<std::string, int64_t> decided{{"device", 0}, {"server", 0}, {"fallback", 0}};
+  std::map<int, int64_t> exits;
+  std::map<std::string, int64_t> errors;
+  std::vector<double> lat;
+  for (size_t i = 0; i < n; ++i) {
+    const Outcome& o = outcomes[i];
+    nlohmann::json line = {{"file", (*files)[i]}};
+    if (o.code != grpc::StatusCode::OK) {
+      const std::string code = eenn::wire::CodeName(static_cast<absl::StatusCode>(o.code));
+      ++errors[code];
+      (o.code == grpc::StatusCode::RESOURCE_EXHAUSTED ? rejected : failed)++;
+      line["error"] = code + ": " + o.error;
+      if (results.is_open()) results << line.dump() << "\n";
+      continue;
+    }
+    ++answered;
+    lat.push_back(o.latency_ms);
+    const char* where = o.reply.decided() == eenn::v1::DECISION_DEVICE   ? "device"
+                        : o.reply.decided() == eenn::v1::DECISION_SERVER ? "server"
+                                                                         : "fallback";
+    ++decided[where];
+    ++exits[o.reply.exit_layer()];
+    if (o.reply.offload_bytes() > 0) {
+      ++offloaded;
+      offload_bytes += o.reply.offload_bytes();
+    }
+    const std::string label = fs::path((*files)[i]).parent_path().filename().string();
+    auto it = class_index.find(label);
+    if (it != class_index.end()) {
+      ++labelled;
+      correct += o.reply.class_id() == it->second;
+    }
+    line["class"] = o.reply.class_id();
+    line["class_name"] = o.reply.class_name();
+    line["confidence"] = o.reply.confidence();
+    line["exit_layer"] = o.reply.exit_layer();
+    line["decided"] = where;
+    line["latency_ms"] = o.latency_ms;
+    line["offload_bytes"] = o.reply.offload_bytes();
+    if (!o.reply.fallback_reason().empty()) line["fallback_reason"] = o.reply.fallback_reason();
+    if (results.is_open()) results << line.dump() << "\n";
+  }
+  double mean = 0;
+  for (double v : lat) mean += v;
+  mean = lat.empty() ? 0 : mean / lat.size();
+  nlohmann::json summary = {
+      {"device", absl::GetFlag(FLAGS_device)},
+      {"model", info.model_name()},
+      {"version", info.model_version()},
+      {"split_layer", absl::GetFlag(FLAGS_split) >= 0 ? absl::GetFlag(FLAGS_split) : info.split_layer()},
+      {"requests", n},
+      {"answered", answered},
+      {"rejected", rejected},
+      {"failed", failed},
+      {"lost", static_cast<int64_t>(n) - answered - rejected - failed},
+      {"accuracy", labelled > 0 ? nlohmann::json(static_cast<double>(correct) / labelled) : nlohmann::json(nullptr)},
+      {"labelled", labelled},
+      {"latency_ms",
+       {{"mean", mean}, {"p50", Percentile(lat, 0.5)}, {"p90", Percentile(lat, 0.9)}, {"p99", Percentile(lat, 0.99)}}},
+      {"decided", decided},
+      {"bytes_per_offload", offloaded > 0 ? static_cast<double>(offload_bytes) / offloaded : 0.0},
+      {"offloaded", offloaded},
+      {"errors", errors},
+      {"wall_s", wall_s},
+      {"throughput_rps", n / std::max(wall_s, 1e-9)},
+      {"concurrency", concurrency}};
+  nlohmann::json hist = nlohmann::json::object();
+  for (const auto& [layer, count] : exits) hist[std::to_string(layer)] = count;
+  summary["exit_histogram"] = hist;
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", summary.dump().c_str());
+    return failed > 0 ? 2 : 0;
+  }
+  std::printf("eenn-client: %zu requests to %s (model '%s' version '%s', split %d), concurrency %d, %.1f s\n", n,
+              absl::GetFlag(FLAGS_device).c_str(), info.model_name().c_str(), info.model_version().c_str(),
+              summary["split_layer"].get<int>(), concurrency, wall_s);
+  std::printf("  answered %lld, rejected %lld, failed %lld, lost %lld; throughput %.1f req/s\n",
+              static_cast<long long>(answered), static_cast<long long>(rejected), static_cast<long long>(failed),
+              static_cast<long long>(n - answered - rejected - failed), n / std::max(wall_s, 1e-9));
+  if (labelled > 0) {
+    std::printf("  accuracy %.2f%% (%lld of %lld labelled by folder name)\n", 100.0 * correct / labelled,
+                static_cast<long long>(correct), static_cast<long long>(labelled));
+  }
+  std::printf("  latency ms: mean %.2f, p50 %.2f, p90 %.2f, p99 %.2f\n", mean, Percentile(lat, 0.5),
+              Percentile(lat, 0.9), Percentile(lat, 0.99));
+  std::printf("  decided: device %lld, server %lld, fallback %lld\n", static_cast<long long>(decided["device"]),
+              static_cast<long long>(decided["server"]), static_cast<long long>(decided["fallback"]));
+  std::string h;
+  for (const auto& [layer, count] : exits) absl::StrAppend(&h, h.empty() ? "" : ", ", layer, ": ", count);
+  std::printf("  exit layers: {%s}\n", h.c_str());
+  std::printf("  bytes per offload: %.0f (%lld offloads)\n", offloaded > 0 ? double(offload_bytes) / offloaded : 0.0,
+              static_cast<long long>(offloaded));
+  for (const auto& [code, count] : errors) std::printf("  error %s: %lld\n", code.c_str(), static_cast<long long>(count));
+  return failed > 0 ? 2 : 0;
+}
