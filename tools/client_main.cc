@@ -3,6 +3,7 @@
 // parent folder names are class names, latency percentiles, where requests
 // were decided, exit histogram, bytes per offload, rejections and failures).
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -122,14 +123,15 @@ int main(int argc, char** argv) {
   };
   std::vector<std::thread> threads;
   for (int t = 0; t < concurrency; ++t) threads.emplace_back(worker);
-  while (!absl::GetFlag(FLAGS_quiet) && finished.load() < n) {
+  const bool progress = !absl::GetFlag(FLAGS_quiet) && isatty(2);
+  while (progress && finished.load() < n) {
     absl::SleepFor(absl::Milliseconds(500));
     const double el = absl::ToDoubleSeconds(absl::Now() - start);
     std::fprintf(stderr, "\r%zu/%zu requests, %.1f req/s   ", finished.load(), n, finished.load() / std::max(el, 1e-9));
   }
   for (auto& t : threads) t.join();
   const double wall_s = absl::ToDoubleSeconds(absl::Now() - start);
-  if (!absl::GetFlag(FLAGS_quiet)) std::fprintf(stderr, "\n");
+  if (progress) std::fprintf(stderr, "\n");
 
   // Summary.
   std::ofstream results;

@@ -336,6 +336,112 @@ TEST_F(CollabTest, MetricsPassPromtoolAndCountEveryRequest) {
   EXPECT_EQ(testing::MetricValue(dm, "eenn_device_split_layer"), 3);
 }
 
+TEST_F(CollabTest, StreamsAnswerEveryMessageAndReportBadOnesInline) {
+  Daemon server, device;
+  StartServer(server);
+  StartDevice(device, server.addr(), {"--split=1"});
+  // ClassifyStream on the device: 8 images and 2 bad messages, replies matched by request_id.
+  auto edge = v1::EdgeService::NewStub(grpc::CreateChannel(device.addr(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stream = edge->ClassifyStream(&ctx);
+  const auto local = ReadResults(dir_->Join("local.jsonl"));
+  std::map<std::string, std::string> sent;  // request_id -> file
+  int i = 0;
+  for (const auto& [file, want] : local) {
+    if (i == 8) break;
+    v1::ClassifyRequest req;
+    req.set_request_id("img" + std::to_string(i++));
+    req.set_image(testing::ReadAll(file));
+    sent[req.request_id()] = file;
+    ASSERT_TRUE(stream->Write(req));
+  }
+  v1::ClassifyRequest bad;
+  bad.set_request_id("bad-image");
+  bad.set_image("not an image");
+  ASSERT_TRUE(stream->Write(bad));
+  bad.Clear();
+  bad.set_request_id("no-input");
+  ASSERT_TRUE(stream->Write(bad));
+  stream->WritesDone();
+  v1::ClassifyReply reply;
+  int answered = 0, errors = 0;
+  while (stream->Read(&reply)) {
+    if (reply.has_error()) {
+      ++errors;
+      EXPECT_EQ(reply.error().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT)) << reply.request_id();
+      EXPECT_TRUE(reply.request_id() == "bad-image" || reply.request_id() == "no-input") << reply.request_id();
+      continue;
+    }
+    ++answered;
+    const auto& want = local.at(sent.at(reply.request_id()));
+    EXPECT_EQ(reply.class_id(), want["class"].get<int64_t>());
+    EXPECT_NEAR(reply.confidence(), want["confidence"].get<double>(), 1e-4);
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(answered, 8);
+  EXPECT_EQ(errors, 2);
+
+  // ResumeStream on the server: valid and invalid messages on one stream.
+  auto off = v1::OffloadService::NewStub(grpc::CreateChannel(server.addr(), grpc::InsecureChannelCredentials()));
+  auto bundle = common::LoadBundle(dir_->Join("bundle"));
+  ASSERT_TRUE(bundle.ok());
+  std::vector<int64_t> shape = bundle->model->LayerInputShape(2);
+  shape.insert(shape.begin(), 2);
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  std::vector<float> values(static_cast<size_t>(n), 0.25f);
+  grpc::ClientContext ctx2;
+  ctx2.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto rs = off->ResumeStream(&ctx2);
+  for (int k = 0; k < 5; ++k) {
+    v1::ResumeRequest req;
+    req.set_request_id("r" + std::to_string(k));
+    req.set_model_name("collab-test");
+    req.set_model_version("1");
+    req.set_split_layer(k == 4 ? 77 : 2);
+    wire::ToProto(std::move(*common::EncodeTensor(values.data(), shape, {})), req.mutable_tensor());
+    ASSERT_TRUE(rs->Write(req));
+  }
+  rs->WritesDone();
+  v1::ResumeReply rr;
+  int ok = 0, bad_split = 0;
+  while (rs->Read(&rr)) {
+    if (rr.has_error()) {
+      ++bad_split;
+      EXPECT_EQ(rr.request_id(), "r4");
+      EXPECT_NE(rr.error().message().find("out of range"), std::string::npos);
+    } else {
+      ++ok;
+      EXPECT_EQ(rr.predictions_size(), 2);
+    }
+  }
+  EXPECT_TRUE(rs->Finish().ok());
+  EXPECT_EQ(ok, 4);
+  EXPECT_EQ(bad_split, 1);
+}
+
+TEST_F(CollabTest, LocalFolderSourceClassifiesEveryImage) {
+  const std::string out = dir_->Join("source.jsonl");
+  auto r = RunCommand(BinPath("eenn-device") + " --threads=1 --listen= --metrics_address= --bundle=" +
+                      dir_->Join("bundle") + " --source=folder:" + dir_->Join("images") + " --source_output=" + out +
+                      " 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto local = ReadResults(dir_->Join("local.jsonl"));
+  std::istringstream in(testing::ReadFileOr(out));
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["class"], local.at(j["source"].get<std::string>())["class"]);
+    EXPECT_EQ(j["exit_layer"], local.at(j["source"].get<std::string>())["exit_layer"]);
+    EXPECT_NE(j["decided"], "server");  // no server configured: the device finishes locally
+    ++n;
+  }
+  EXPECT_EQ(n, 24);
+  EXPECT_NE(r.out.find("24 items, 24 answered, 0 failed"), std::string::npos) << r.out;
+}
+
 TEST_F(CollabTest, SigtermDrainsAndExitsZero) {
   Daemon server, device;
   StartServer(server);
