@@ -114,6 +114,13 @@ TEST(TrainerTest, FreezeTrainsOnlyTheNewExits) {
   TrainOptions o = Tiny(dir.path(), TrainMode::kFreeze, {5, 7});
   EXPECT_EQ(Train(o, Data()).status().code(), absl::StatusCode::kInvalidArgument);  // no pretrained
   o.pretrained = pre.path();
+  // Another seed would carve another validation split out of the training data.
+  TrainOptions other_split = o;
+  other_split.seed = o.seed + 1;
+  auto refused = Train(other_split, Data());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("Use --seed " + std::to_string(o.seed)), std::string::npos)
+      << refused.status();
   auto r = Train(o, Data());
   ASSERT_TRUE(r.ok()) << r.status();
   ExpectLossFalls(*r, {0, 1});

@@ -218,8 +218,26 @@ std::pair<double, std::vector<double>> Evaluate(EarlyExitNet& net, const common:
   return {indices.empty() ? 0.0 : loss_sum / indices.size(), acc};
 }
 
-absl::Status CopyPretrained(EarlyExitNet& net, const std::string& dir) {
+// Copies the backbone and final classifier of the bundle in `dir`. A bundle
+// that eenn-train made records its train/validation split (seed, val_ratio):
+// continuing with another split would put the pretrained model's training
+// images into this run's validation split (and into calibration), so that is
+// refused.
+absl::Status CopyPretrained(EarlyExitNet& net, const std::string& dir, const TrainOptions& o) {
   EENN_ASSIGN_OR_RETURN(common::Bundle pre, common::LoadBundle(dir));
+  const json meta = json::parse(pre.manifest.metadata_json, nullptr, false);
+  if (o.val_ratio > 0 && !meta.is_discarded() && meta.contains("options") && meta["options"].is_object()) {
+    const json& po = meta["options"];
+    const int64_t seed = po.value("seed", static_cast<int64_t>(o.seed));
+    const double val_ratio = po.value("val_ratio", o.val_ratio);
+    if (seed != static_cast<int64_t>(o.seed) || val_ratio != o.val_ratio) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "pretrained bundle '", dir, "' was trained with --seed ", seed, " --val_ratio ", val_ratio,
+          "; this run uses --seed ", o.seed, " --val_ratio ", o.val_ratio,
+          ", so its validation split would contain images the pretrained model trained on. Use --seed ",
+          seed, " --val_ratio ", val_ratio));
+    }
+  }
   if (pre.model->num_layers() != net.num_layers()) {
     return absl::InvalidArgumentError(absl::StrCat("pretrained bundle '", dir, "' has ",
                                                    pre.model->num_layers(), " layers, model has ",
@@ -302,7 +320,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
   if (net->input_shape() != o.input.shape) {
     return absl::InvalidArgumentError("input shape does not match the architecture");
   }
-  if (!o.pretrained.empty()) EENN_RETURN_IF_ERROR(CopyPretrained(*net, o.pretrained));
+  if (!o.pretrained.empty()) EENN_RETURN_IF_ERROR(CopyPretrained(*net, o.pretrained, o));
   torch::Device device(torch::kCPU);
   if (o.cuda && torch::cuda::is_available()) device = torch::Device(torch::kCUDA);
   net->to(device);
