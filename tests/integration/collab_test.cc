@@ -16,6 +16,7 @@
 #include "common/bundle.h"
 #include "common/tensor_codec.h"
 #include "proto/eenn.grpc.pb.h"
+#include "proto/grpc/health/v1/health.grpc.pb.h"
 #include "proto/wire.h"
 #include "tests/process_util.h"
 #include "tests/test_util.h"
@@ -446,6 +447,16 @@ TEST_F(CollabTest, SigtermDrainsAndExitsZero) {
   Daemon server, device;
   StartServer(server);
   StartDevice(device, server.addr());
+  // Both report SERVING on the standard health service once ready.
+  for (const Daemon* d : {&server, &device}) {
+    auto health = grpc::health::v1::Health::NewStub(
+        grpc::CreateChannel(d->addr(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::health::v1::HealthCheckResponse resp;
+    ASSERT_TRUE(health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp).ok());
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
   device.proc.Signal(SIGTERM);
   server.proc.Signal(SIGTERM);
   EXPECT_EQ(device.proc.Wait(), 0) << device.proc.log();
