@@ -2,7 +2,6 @@
 
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
-#include <prometheus/registry.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -13,7 +12,6 @@
 #include <cstdio>
 #include <cstring>
 #include <sstream>
-#include <exception>
 #include <fstream>
 
 #include "absl/strings/numbers.h"
@@ -56,6 +54,11 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
   return absl::OkStatus();
 }
 
+absl::Status WriteReadyFile(const std::string& path, int grpc_port, int metrics_port) {
+  return WriteFileAtomically(path, absl::StrCat("{\"grpc_port\": ", grpc_port, ", \"metrics_port\": ",
+                                                metrics_port, ", \"pid\": ", getpid(), "}\n"));
+}
+
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     const std::string& address, std::shared_ptr<prometheus::Registry> registry) {
   const size_t colon = address.rfind(':');
@@ -89,13 +92,13 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   s->fd_ = fd;
   s->port_ = ntohs(addr.sin_port);
   s->registry_ = std::move(registry);
-  s->thread_ = std::make_unique<std::thread>([p = s.get()] { p->Serve(); });
+  s->thread_ = std::thread([p = s.get()] { p->Serve(); });
   return s;
 }
 
 MetricsServer::~MetricsServer() {
   shutdown(fd_, SHUT_RDWR);  // wakes accept()
-  if (thread_ && thread_->joinable()) thread_->join();
+  if (thread_.joinable()) thread_.join();
   close(fd_);
 }
 

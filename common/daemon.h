@@ -29,6 +29,10 @@ int WaitForTerminationSignal();
 // Writes `contents` to `path` atomically (a temporary file, then rename).
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents);
 
+// Writes {"grpc_port": ..., "metrics_port": ..., "pid": ...} to `path`
+// atomically: what scripts and tests wait for when a daemon binds port 0.
+absl::Status WriteReadyFile(const std::string& path, int grpc_port, int metrics_port);
+
 // A minimal HTTP/1.0 server for Prometheus scrapes: GET /metrics answers the
 // registry in the text exposition format (0.0.4); anything else gets 404.
 // One connection at a time on its own thread (scrapes are rare and small).
@@ -49,7 +53,7 @@ class MetricsServer {
   int fd_ = -1;
   int port_ = 0;
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<class std::thread> thread_;
+  std::thread thread_;
 };
 
 }  // namespace eenn::common

@@ -351,7 +351,7 @@ class EdgeEngine::Impl {
               metrics_->server_compute_seconds->Observe(answer->server_compute_us * 1e-6);
             }
             common::ExitResult r = std::move(answer->predictions[0]);
-            r.exit_index = ExitIndex(r.exit_layer);
+            r.exit_index = bundle_.model->ExitIndexAtLayer(r.exit_layer);
             r.confidences.insert(r.confidences.begin(), device_confidences.begin(), device_confidences.end());
             Answer(out, std::move(r));
             return finish(out);
@@ -388,13 +388,6 @@ class EdgeEngine::Impl {
     } catch (const cv::Exception& e) {
       return absl::InvalidArgumentError(absl::StrCat("image processing failed: ", e.what()));
     }
-  }
-
-  int ExitIndex(int layer) const {
-    for (size_t g = 0; g < model_.exit_layers.size(); ++g) {
-      if (model_.exit_layers[g] == layer) return static_cast<int>(g);
-    }
-    return -1;
   }
 
   common::Bundle bundle_;

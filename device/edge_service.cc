@@ -8,16 +8,6 @@
 #include "proto/wire.h"
 
 namespace eenn::device {
-namespace {
-
-absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
-  const auto d = ctx->deadline();
-  if (d == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
-  return absl::FromChrono(d);
-}
-
-}  // namespace
-
 void ToProto(const ClassifyOutcome& o, v1::ClassifyReply* reply) {
   reply->set_request_id(o.request_id);
   reply->set_class_id(o.result.class_id);
@@ -85,7 +75,7 @@ void EdgeServiceImpl::Handle(const v1::ClassifyRequest& req, absl::Time deadline
 grpc::ServerUnaryReactor* EdgeServiceImpl::Classify(grpc::CallbackServerContext* ctx,
                                                     const v1::ClassifyRequest* req, v1::ClassifyReply* reply) {
   auto* reactor = ctx->DefaultReactor();
-  Handle(*req, DeadlineOf(ctx), [reactor, reply](const absl::Status& s, v1::ClassifyReply&& r) {
+  Handle(*req, wire::DeadlineOf(ctx), [reactor, reply](const absl::Status& s, v1::ClassifyReply&& r) {
     if (s.ok()) *reply = std::move(r);
     reactor->Finish(wire::ToGrpc(s));
   });
@@ -94,30 +84,20 @@ grpc::ServerUnaryReactor* EdgeServiceImpl::Classify(grpc::CallbackServerContext*
 
 grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyReply>* EdgeServiceImpl::ClassifyStream(
     grpc::CallbackServerContext* ctx) {
-  const absl::Time deadline = DeadlineOf(ctx);
+  const absl::Time deadline = wire::DeadlineOf(ctx);
   return new wire::PerMessageStreamReactor<v1::ClassifyRequest, v1::ClassifyReply>(
       [this, deadline](const v1::ClassifyRequest& req, auto done) { Handle(req, deadline, std::move(done)); },
       [](const std::string& id, const absl::Status& s) {
         v1::ClassifyReply reply;
         reply.set_request_id(id);
-        reply.mutable_error()->set_code(static_cast<int>(s.code()));
-        reply.mutable_error()->set_message(std::string(s.message()));
+        wire::ToProto(s, reply.mutable_error());
         return reply;
       });
 }
 
 grpc::ServerUnaryReactor* EdgeServiceImpl::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                         const v1::ModelInfoRequest*, v1::ModelInfo* reply) {
-  const common::ServedModel& m = engine_->model();
-  reply->set_model_name(m.name);
-  reply->set_model_version(m.version);
-  reply->set_architecture(m.architecture);
-  reply->set_num_layers(m.num_layers);
-  for (int l : m.exit_layers) reply->add_exit_layers(l);
-  for (float t : m.thresholds) reply->add_thresholds(t);
-  for (const auto& c : m.class_names) reply->add_class_names(c);
-  for (int64_t d : m.input_shape) reply->add_input_shape(d);
-  reply->set_weights_sha256(m.weights_sha256);
+  wire::ToProto(engine_->model(), reply);
   reply->set_split_layer(engine_->split_layer());
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

@@ -15,14 +15,14 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
                    .Help("Classify requests finished, by outcome (device, server, fallback, rejected, "
                          "failed) and gRPC status code")
                    .Register(registry);
-  for (const char* o : {"device", "server", "fallback"}) requests_->Add({{"outcome", o}, {"code", "OK"}});
+  for (const char* o : {"device", "server", "fallback"}) ok_[o] = &requests_->Add({{"outcome", o}, {"code", "OK"}});
   requests_->Add({{"outcome", "rejected"}, {"code", "RESOURCE_EXHAUSTED"}});
-  fallbacks_ = &BuildCounter()
-                    .Name("eenn_device_fallbacks_total")
-                    .Help("Requests finished locally after the offload was impossible or failed, by reason")
-                    .Register(registry);
+  auto& fallbacks = BuildCounter()
+                        .Name("eenn_device_fallbacks_total")
+                        .Help("Requests finished locally after the offload was impossible or failed, by reason")
+                        .Register(registry);
   for (const char* r : {"unavailable", "deadline", "overloaded", "refused", "incompatible", "error"}) {
-    fallbacks_->Add({{"reason", r}});
+    fallbacks_[r] = &fallbacks.Add({{"reason", r}});
   }
   auto& stage = BuildHistogram()
                     .Name("eenn_device_stage_duration_seconds")
@@ -79,7 +79,12 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
 }
 
 void DeviceMetrics::RequestDone(const std::string& outcome, absl::StatusCode code) {
-  requests_->Add({{"outcome", outcome}, {"code", wire::CodeName(code)}}).Increment();
+  auto it = code == absl::StatusCode::kOk ? ok_.find(outcome) : ok_.end();
+  if (it != ok_.end()) {
+    it->second->Increment();  // the hot path: no label hashing or family lock
+  } else {
+    requests_->Add({{"outcome", outcome}, {"code", wire::CodeName(code)}}).Increment();
+  }
 }
 
 void DeviceMetrics::ExitTaken(int exit_layer) {
@@ -87,6 +92,9 @@ void DeviceMetrics::ExitTaken(int exit_layer) {
   if (it != exits_.end()) it->second->Increment();
 }
 
-void DeviceMetrics::Fallback(const std::string& reason) { fallbacks_->Add({{"reason", reason}}).Increment(); }
+void DeviceMetrics::Fallback(const std::string& reason) {
+  auto it = fallbacks_.find(reason);
+  (it != fallbacks_.end() ? it : fallbacks_.find("error"))->second->Increment();
+}
 
 }  // namespace eenn::device

@@ -48,7 +48,8 @@ class DeviceMetrics {
 
  private:
   prometheus::Family<prometheus::Counter>* requests_;
-  prometheus::Family<prometheus::Counter>* fallbacks_;
+  std::map<std::string, prometheus::Counter*> ok_;  // outcome -> its code="OK" counter, bound once
+  std::map<std::string, prometheus::Counter*> fallbacks_;
   std::map<int, prometheus::Counter*> exits_;
 };
 

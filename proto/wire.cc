@@ -48,6 +48,29 @@ absl::StatusOr<common::EncodedTensorView> FromProto(const v1::Tensor& t) {
   return v;
 }
 
+void ToProto(const common::ServedModel& m, v1::ModelInfo* out) {
+  out->set_model_name(m.name);
+  out->set_model_version(m.version);
+  out->set_architecture(m.architecture);
+  out->set_num_layers(m.num_layers);
+  for (int l : m.exit_layers) out->add_exit_layers(l);
+  for (float t : m.thresholds) out->add_thresholds(t);
+  for (const auto& c : m.class_names) out->add_class_names(c);
+  for (int64_t d : m.input_shape) out->add_input_shape(d);
+  out->set_weights_sha256(m.weights_sha256);
+}
+
+void ToProto(const absl::Status& s, v1::Error* out) {
+  out->set_code(static_cast<int>(s.code()));
+  out->set_message(std::string(s.message()));
+}
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
+  const auto d = ctx->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(d);
+}
+
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   // absl and gRPC share the canonical code numbering.

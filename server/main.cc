@@ -4,7 +4,6 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <prometheus/registry.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <memory>
@@ -104,10 +103,7 @@ int main(int argc, char** argv) {
               metrics_port);
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_ready_file).empty()) {
-    auto s = eenn::common::WriteFileAtomically(
-        absl::GetFlag(FLAGS_ready_file),
-        absl::StrCat("{\"grpc_port\": ", grpc_port, ", \"metrics_port\": ", metrics_port,
-                     ", \"pid\": ", getpid(), "}\n"));
+    auto s = eenn::common::WriteReadyFile(absl::GetFlag(FLAGS_ready_file), grpc_port, metrics_port);
     if (!s.ok()) return Fail(s);
   }
 

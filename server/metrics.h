@@ -29,7 +29,10 @@ class ServerMetrics {
                 const std::vector<int>& exit_layers);
 
   // One finished Resume request (unary or one stream message) with its code.
-  void RequestDone(absl::StatusCode code) { requests_[static_cast<int>(code) & 0xf]->Increment(); }
+  void RequestDone(absl::StatusCode code) {
+    const int c = static_cast<int>(code);
+    requests_[c >= 0 && c < 17 ? c : static_cast<int>(absl::StatusCode::kUnknown)]->Increment();
+  }
   void ExitTaken(int exit_layer);
 
   prometheus::Histogram* decode_seconds;   // validate + decode the tensor

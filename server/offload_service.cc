@@ -12,12 +12,6 @@
 namespace eenn::server {
 namespace {
 
-absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
-  const auto d = ctx->deadline();
-  if (d == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
-  return absl::FromChrono(d);
-}
-
 void FillLoad(const LoadSnapshot& l, v1::ServerLoad* out) {
   out->set_queue_depth(l.queue_depth);
   out->set_queue_capacity(l.queue_capacity);
@@ -93,7 +87,7 @@ grpc::ServerUnaryReactor* OffloadServiceImpl::Resume(grpc::CallbackServerContext
                                                      const v1::ResumeRequest* req,
                                                      v1::ResumeReply* reply) {
   auto* reactor = ctx->DefaultReactor();
-  Handle(*req, DeadlineOf(ctx), [reactor, reply](const absl::Status& s, v1::ResumeReply&& r) {
+  Handle(*req, wire::DeadlineOf(ctx), [reactor, reply](const absl::Status& s, v1::ResumeReply&& r) {
     if (s.ok()) *reply = std::move(r);
     reactor->Finish(wire::ToGrpc(s));
   });
@@ -102,14 +96,13 @@ grpc::ServerUnaryReactor* OffloadServiceImpl::Resume(grpc::CallbackServerContext
 
 grpc::ServerBidiReactor<v1::ResumeRequest, v1::ResumeReply>* OffloadServiceImpl::ResumeStream(
     grpc::CallbackServerContext* ctx) {
-  const absl::Time deadline = DeadlineOf(ctx);
+  const absl::Time deadline = wire::DeadlineOf(ctx);
   return new wire::PerMessageStreamReactor<v1::ResumeRequest, v1::ResumeReply>(
       [this, deadline](const v1::ResumeRequest& req, auto done) { Handle(req, deadline, std::move(done)); },
       [](const std::string& id, const absl::Status& s) {
         v1::ResumeReply reply;
         reply.set_request_id(id);
-        reply.mutable_error()->set_code(static_cast<int>(s.code()));
-        reply.mutable_error()->set_message(std::string(s.message()));
+        wire::ToProto(s, reply.mutable_error());
         return reply;
       });
 }
@@ -117,16 +110,7 @@ grpc::ServerBidiReactor<v1::ResumeRequest, v1::ResumeReply>* OffloadServiceImpl:
 grpc::ServerUnaryReactor* OffloadServiceImpl::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                            const v1::ModelInfoRequest*,
                                                            v1::ModelInfo* reply) {
-  const common::ServedModel& m = engine_->model();
-  reply->set_model_name(m.name);
-  reply->set_model_version(m.version);
-  reply->set_architecture(m.architecture);
-  reply->set_num_layers(m.num_layers);
-  for (int l : m.exit_layers) reply->add_exit_layers(l);
-  for (float t : m.thresholds) reply->add_thresholds(t);
-  for (const auto& c : m.class_names) reply->add_class_names(c);
-  for (int64_t d : m.input_shape) reply->add_input_shape(d);
-  reply->set_weights_sha256(m.weights_sha256);
+  wire::ToProto(engine_->model(), reply);
   FillLoad(engine_->Load(), reply->mutable_load());
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

@@ -21,19 +21,13 @@
 #include <thread>
 #include <vector>
 
+#include "tests/file_util.h"
+
 namespace eenn::testing {
 
 inline std::string BinPath(const std::string& name) {
   const char* dir = std::getenv("EENN_BIN_DIR");
   return std::string(dir ? dir : "build/bin") + "/" + name;
-}
-
-inline std::string ReadFileOr(const std::string& path, const std::string& fallback = "") {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return fallback;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // A child process whose stdout and stderr go to `log`.
@@ -65,7 +59,7 @@ class Process {
 
   pid_t pid() const { return pid_; }
   bool running() const { return pid_ > 0; }
-  std::string log() const { return ReadFileOr(log_); }
+  std::string log() const { return ReadAll(log_); }
 
   void Signal(int sig) {
     if (pid_ > 0) kill(pid_, sig);
@@ -108,7 +102,7 @@ inline nlohmann::json WaitReady(Process& p, const std::string& ready_file,
                                 std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < until) {
-    const std::string text = ReadFileOr(ready_file);
+    const std::string text = ReadAll(ready_file);
     if (!text.empty()) {
       auto j = nlohmann::json::parse(text, nullptr, false);
       if (!j.is_discarded()) return j;

@@ -1,5 +1,5 @@
-// Helpers shared by eenn's tests: temporary directories, deterministic
-// weight perturbation, and a tiny registered backbone.
+// Helpers shared by eenn's tests: deterministic weight perturbation and a
+// tiny registered backbone (plus the torch-free file helpers of file_util.h).
 #ifndef EENN_TESTS_TEST_UTIL_H_
 #define EENN_TESTS_TEST_UTIL_H_
 
@@ -12,38 +12,9 @@
 #include <string>
 
 #include "common/zoo.h"
+#include "tests/file_util.h"
 
 namespace eenn::testing {
-
-// A fresh directory under $TMPDIR, removed with everything in it on scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "eenn_test_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string Join(const std::string& name) const { return (std::filesystem::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
-
-inline std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-inline void WriteAll(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-}
 
 // Gives every batch norm non-trivial affine parameters and running statistics
 // and re-draws every other parameter, so no block is an identity (the

@@ -53,7 +53,7 @@ void StartDaemon(Daemon& d, const std::string& binary, std::vector<std::string> 
 
 std::map<std::string, nlohmann::json> ReadResults(const std::string& path) {
   std::map<std::string, nlohmann::json> out;
-  std::istringstream in(testing::ReadFileOr(path));
+  std::istringstream in(testing::ReadAll(path));
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty() || line[0] != '{') continue;
@@ -158,7 +158,9 @@ TEST_F(CollabTest, EverySplitMatchesLocalInferenceWithFp32) {
       EXPECT_EQ(g["decided"], device_side ? "device" : "server") << file;
       on_server += !device_side;
     }
-    if (split == 0) EXPECT_EQ(on_server, 24);
+    if (split == 0) {
+      EXPECT_EQ(on_server, 24);
+    }
   }
   server.proc.Kill(SIGTERM);
   EXPECT_EQ(server.proc.Wait(), 0);
@@ -429,7 +431,7 @@ TEST_F(CollabTest, LocalFolderSourceClassifiesEveryImage) {
                       " 2>&1");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const auto local = ReadResults(dir_->Join("local.jsonl"));
-  std::istringstream in(testing::ReadFileOr(out));
+  std::istringstream in(testing::ReadAll(out));
   std::string line;
   int n = 0;
   while (std::getline(in, line)) {

@@ -14,32 +14,15 @@
 #include "common/bundle.h"
 #include "common/image.h"
 #include "common/tensor_image.h"
+#include "tests/process_util.h"
 #include "tests/test_util.h"
 
 namespace eenn {
 namespace {
 
-struct RunResult {
-  int exit_code;
-  std::string out;
-};
+using testing::RunCommand;
 
-RunResult RunCommand(const std::string& cmd) {
-  RunResult r{-1, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-std::string Binary() {
-  const char* dir = std::getenv("EENN_BIN_DIR");
-  return std::string(dir ? dir : "build/bin") + "/eenn-infer";
-}
+std::string Binary() { return testing::BinPath("eenn-infer"); }
 
 class InferCliTest : public ::testing::Test {
  protected:
@@ -68,7 +51,7 @@ class InferCliTest : public ::testing::Test {
 };
 
 TEST_F(InferCliTest, JsonLinesMatchInProcessInference) {
-  RunResult r = RunCommand(Binary() + " --threads 1 --json --bundle " + bundle_.path() + " " +
+  testing::CommandResult r = RunCommand(Binary() + " --threads 1 --json --bundle " + bundle_.path() + " " +
                     images_.path() + " 2>/dev/null");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   auto bundle = common::LoadBundle(bundle_.path());
@@ -97,7 +80,7 @@ TEST_F(InferCliTest, JsonLinesMatchInProcessInference) {
 
 TEST_F(InferCliTest, CorruptImageIsReportedAndOthersStillAnswered) {
   testing::WriteAll(images_.Join("cls/broken.png"), "not a png at all");
-  RunResult r = RunCommand(Binary() + " --threads 1 --json --bundle " + bundle_.path() + " " +
+  testing::CommandResult r = RunCommand(Binary() + " --threads 1 --json --bundle " + bundle_.path() + " " +
                     images_.path() + " 2>&1");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("broken.png"), std::string::npos) << r.out;
@@ -106,13 +89,13 @@ TEST_F(InferCliTest, CorruptImageIsReportedAndOthersStillAnswered) {
 
 TEST_F(InferCliTest, BadBundleFailsWithClearMessage) {
   std::filesystem::remove(bundle_.Join("weights.pt"));
-  RunResult r = RunCommand(Binary() + " --bundle " + bundle_.path() + " " + images_.path() + " 2>&1");
+  testing::CommandResult r = RunCommand(Binary() + " --bundle " + bundle_.path() + " " + images_.path() + " 2>&1");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.out.find("weights.pt"), std::string::npos) << r.out;
 }
 
 TEST_F(InferCliTest, NoExitsFlagAnswersAtTheFinalLayer) {
-  RunResult r = RunCommand(Binary() + " --threads 1 --json --no_exits --bundle " + bundle_.path() + " " +
+  testing::CommandResult r = RunCommand(Binary() + " --threads 1 --json --no_exits --bundle " + bundle_.path() + " " +
                     images_.path() + " 2>/dev/null");
   ASSERT_EQ(r.exit_code, 0);
   std::istringstream lines(r.out);
@@ -129,7 +112,7 @@ namespace {
 TEST_F(InferCliTest, FolderNamesLabelImagesForTheAccuracySummary) {
   // Images in a folder named like class c3: the accuracy is the share answered c3.
   std::filesystem::rename(images_.Join("cls"), images_.Join("c3"));
-  RunResult r = RunCommand(Binary() + " --threads 1 --json --bundle " + bundle_.path() + " " +
+  testing::CommandResult r = RunCommand(Binary() + " --threads 1 --json --bundle " + bundle_.path() + " " +
                            images_.path() + " 2>&1");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   int c3 = 0;
