@@ -108,6 +108,50 @@ TEST(TrainerTest, EndWeightAndEndJoinTrainEveryExit) {
   }
 }
 
+TEST(TrainerTest, EndWeightUsesTheGivenExitWeights) {
+  testing::TempDir dir;
+  TrainOptions o = Tiny(dir.path(), TrainMode::kEndWeight, {5, 7});
+  o.exit_weights = {0.25, 0.5, 1.0};
+  auto r = Train(o, Data());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectLossFalls(*r, {0, 1, 2});
+  for (const EpochStats& e : r->epochs) {
+    const double weighted = 0.25 * e.exit_train_loss[0] + 0.5 * e.exit_train_loss[1] + e.exit_train_loss[2];
+    EXPECT_NEAR(e.train_loss, weighted, 1e-6 * weighted) << "epoch " << e.epoch;
+  }
+
+  // A zero weight leaves that exit's head untouched (no gradient reaches it).
+  testing::TempDir zero;
+  o = Tiny(zero.path(), TrainMode::kEndWeight, {5, 7});
+  o.exit_weights = {0.0, 1.0, 1.0};
+  auto z = Train(o, Data());
+  ASSERT_TRUE(z.ok()) << z.status();
+  EXPECT_EQ(z->epochs.back().exit_train_loss[0], 0.0);
+  torch::manual_seed(o.seed);  // the trainer initialises from the seed
+  auto init = common::EarlyExitNet::Create(o.spec);
+  ASSERT_TRUE(init.ok()) << init.status();
+  auto after = Weights(zero.path());
+  int checked = 0;
+  for (auto& [name, t] : (*init)->StateDict()) {
+    if (name.rfind("gates.5.", 0) == 0) {
+      EXPECT_TRUE(torch::equal(after.at(name), t)) << name << " changed";
+      ++checked;
+    } else if (name.rfind("gates.7.", 0) == 0 && name.find("weight") != std::string::npos) {
+      EXPECT_FALSE(torch::equal(after.at(name), t)) << name << " did not learn";
+    }
+  }
+  EXPECT_GT(checked, 0);
+
+  // Inconsistent weights are refused.
+  for (std::vector<double> bad : {std::vector<double>{1.0, 1.0}, {1.0, -0.5, 1.0}, {1.0, 1.0, 0.0}}) {
+    o.exit_weights = bad;
+    EXPECT_EQ(Train(o, Data()).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  o = Tiny(zero.path(), TrainMode::kEndJoin, {5, 7});
+  o.exit_weights = {1.0, 1.0, 1.0};
+  EXPECT_EQ(Train(o, Data()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(TrainerTest, FreezeTrainsOnlyTheNewExits) {
   testing::TempDir pre, dir;
   ASSERT_TRUE(Train(Tiny(pre.path(), TrainMode::kNaive, {}), Data()).ok());

@@ -6,7 +6,9 @@ multiplier, naive cross-entropy) with SGD (momentum 0.9, Nesterov, weight decay
 5e-4), the same batch size and threads, on CIFAR-10 images held in memory with
 the same augmentation (random crop with padding 4, horizontal flip). Rounds
 alternate which side runs first; each side reports images/s over its timed
-steps. Prints the median of each side and of the per-round ratios.
+steps. Prints the median of each side and of the per-round ratios, against the PyTorch loop as
+written (NCHW) and against the same loop in channels-last memory format (what
+eenn-train uses by default).
 
     /usr/bin/python3 tools/bench/train_vs_pytorch.py --width 0.5 --steps 30 --rounds 3
 """
@@ -52,9 +54,11 @@ def resnet18_cifar(width, classes=10):
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes))
 
 
-def torch_images_per_s(args, data, labels):
+def torch_images_per_s(args, data, labels, channels_last=False):
     torch.manual_seed(0)
     model = resnet18_cifar(args.width).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
     mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
     std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
@@ -73,6 +77,8 @@ def torch_images_per_s(args, data, labels):
         flip = torch.rand(args.batch) < 0.5
         x[flip] = x[flip].flip(3)
         x = (x - mean) / std
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         y = labels[idx]
         opt.zero_grad()
         loss = F.cross_entropy(model(x), y)
@@ -110,29 +116,42 @@ def main():
     # depend on pixel values, and it spares this process decoding 50,000 JPEGs.
     data = torch.randint(0, 256, (50000, 32, 32, 3), dtype=torch.uint8)
     labels = torch.randint(0, 10, (50000,))
-    e_runs, t_runs, ratios = [], [], []
+    # Three sides per round, in rotating order: eenn-train (channels-last, its default), the
+    # PyTorch loop as written (NCHW, eager default) and the same loop in channels-last.
+    sides = ["eenn", "torch", "torch_cl"]
+    runs = {k: [] for k in sides}
+    ratios = {"torch": [], "torch_cl": []}
     for r in range(args.rounds):
-        order = ["eenn", "torch"] if r % 2 == 0 else ["torch", "eenn"]
+        order = sides[r % 3:] + sides[:r % 3]
         got = {}
         for side in order:
-            got[side] = eenn_images_per_s(args) if side == "eenn" else torch_images_per_s(args, data, labels)
-        e_runs.append(got["eenn"])
-        t_runs.append(got["torch"])
-        ratios.append(got["eenn"] / got["torch"])
-        print(f"round {r + 1}: eenn-train {got['eenn']:.1f} img/s, PyTorch {got['torch']:.1f} img/s, "
-              f"ratio {ratios[-1]:.3f}", file=sys.stderr)
+            if side == "eenn":
+                got[side] = eenn_images_per_s(args)
+            else:
+                got[side] = torch_images_per_s(args, data, labels, channels_last=(side == "torch_cl"))
+        for k in sides:
+            runs[k].append(got[k])
+        for k in ratios:
+            ratios[k].append(got["eenn"] / got[k])
+        print(f"round {r + 1}: eenn-train {got['eenn']:.1f} img/s, PyTorch {got['torch']:.1f} img/s "
+              f"(channels-last {got['torch_cl']:.1f}), ratio {ratios['torch'][-1]:.3f} "
+              f"({ratios['torch_cl'][-1]:.3f})", file=sys.stderr)
+    med = {k: statistics.median(v) for k, v in runs.items()}
     res = {"model": "resnet18", "width": args.width, "batch": args.batch, "threads": args.threads,
            "steps": args.steps, "rounds": args.rounds,
-           "eenn_images_per_s": statistics.median(e_runs), "pytorch_images_per_s": statistics.median(t_runs),
-           "ratio_median": statistics.median(ratios)}
+           "eenn_images_per_s": med["eenn"], "pytorch_images_per_s": med["torch"],
+           "pytorch_channels_last_images_per_s": med["torch_cl"],
+           "ratio_median": statistics.median(ratios["torch"]),
+           "ratio_channels_last_median": statistics.median(ratios["torch_cl"])}
     if args.json:
         print(json.dumps(res))
     else:
-        print("| model | batch | threads | eenn-train (img/s) | PyTorch (img/s) | eenn / PyTorch |")
-        print("|---|---|---|---|---|---|")
-        print(f"| ResNet-18 x{args.width} CIFAR | {args.batch} | {args.threads} | {res['eenn_images_per_s']:.1f} | "
-              f"{res['pytorch_images_per_s']:.1f} | {res['ratio_median']:.3f} |")
-
+        print("| model | batch | threads | eenn-train (img/s) | PyTorch (img/s) | PyTorch channels-last (img/s) "
+              "| eenn / PyTorch | eenn / PyTorch channels-last |")
+        print("|---|---|---|---|---|---|---|---|")
+        print(f"| ResNet-18 x{args.width} CIFAR | {args.batch} | {args.threads} | {med['eenn']:.1f} | "
+              f"{med['torch']:.1f} | {med['torch_cl']:.1f} | {res['ratio_median']:.3f} | "
+              f"{res['ratio_channels_last_median']:.3f} |")
 
 if __name__ == "__main__":
     main()

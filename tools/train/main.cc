@@ -38,12 +38,18 @@ ABSL_FLAG(std::string, scheduler, "onecycle", "none, plateau (ReduceLROnPlateau 
 ABSL_FLAG(int, patience, 3, "plateau: epochs without improvement before the LR drops.");
 ABSL_FLAG(double, factor, 0.1, "plateau: LR multiplier.");
 ABSL_FLAG(std::string, train_mode, "end_join", "naive, end_weight, end_join, freeze, incremental.");
+ABSL_FLAG(std::string, exit_weights, "",
+          "end_weight: comma-separated loss weight per exit, the final classifier's last "
+          "(default 1 each).");
 ABSL_FLAG(int, seed, 0, "Seed for splits, order, augmentation and initialisation.");
 ABSL_FLAG(std::string, resume, "", "Checkpoint directory to continue from (<out>/checkpoint).");
 ABSL_FLAG(double, subset_ratio, 1.0, "Train on this share of each class.");
 ABSL_FLAG(double, val_ratio, 0.1, "Share of the training data held out for validation.");
 ABSL_FLAG(bool, cuda, false, "Train on CUDA when this LibTorch has it.");
 ABSL_FLAG(bool, augment, true, "Random crop (padding 4) and horizontal flip.");
+ABSL_FLAG(bool, channels_last, true,
+          "Train with channels-last (NHWC) tensors, faster with oneDNN on CPU; bundles are the same "
+          "either way.");
 ABSL_FLAG(int, threads, 0, "LibTorch threads (0 = all cores).");
 ABSL_FLAG(int, max_steps, 0, "Cap on steps per epoch (smoke runs).");
 ABSL_FLAG(std::string, name, "eenn-model", "Model name written to the bundle.");
@@ -86,6 +92,11 @@ int main(int argc, char** argv) {
     if (!absl::SimpleAtoi(t, &v)) return Fail(absl::InvalidArgumentError(absl::StrCat("bad exit layer '", t, "'")));
     o.spec.exit_layers.push_back(v);
   }
+  for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_exit_weights), ',', absl::SkipEmpty())) {
+    double v;
+    if (!absl::SimpleAtod(t, &v)) return Fail(absl::InvalidArgumentError(absl::StrCat("bad exit weight '", t, "'")));
+    o.exit_weights.push_back(v);
+  }
   o.epochs = absl::GetFlag(FLAGS_epochs);
   o.batch = absl::GetFlag(FLAGS_batch);
   o.lr = absl::GetFlag(FLAGS_lr);
@@ -104,6 +115,7 @@ int main(int argc, char** argv) {
   o.model_version = absl::GetFlag(FLAGS_version);
   o.max_steps_per_epoch = absl::GetFlag(FLAGS_max_steps);
   o.cuda = absl::GetFlag(FLAGS_cuda);
+  o.channels_last = absl::GetFlag(FLAGS_channels_last);
   if (!absl::GetFlag(FLAGS_augment)) {
     o.crop_padding = 0;
     o.hflip = false;

@@ -97,11 +97,18 @@ StagePlan PlanStage(EarlyExitNet& net, TrainMode mode, int stage) {
 }
 
 // Per-exit loss weights for an epoch (0-based count of completed epochs).
-std::vector<double> ExitWeights(TrainMode mode, int num_exits, int stage, int epochs_done) {
+std::vector<double> ExitWeights(TrainMode mode, int num_exits, int stage, int epochs_done,
+                                const std::vector<double>& custom) {
   std::vector<double> w(num_exits, 0.0);
   switch (mode) {
     case TrainMode::kNaive: w.back() = 1.0; break;
-    case TrainMode::kEndWeight: std::fill(w.begin(), w.end(), 1.0); break;
+    case TrainMode::kEndWeight:
+      if (custom.empty()) {
+        std::fill(w.begin(), w.end(), 1.0);
+      } else {
+        w = custom;
+      }
+      break;
     case TrainMode::kEndJoin:
       for (int g = 1; g <= num_exits; ++g) {
         const double target = static_cast<double>(g) / num_exits;
@@ -179,6 +186,7 @@ json OptionsJson(const TrainOptions& o) {
           {"num_classes", o.spec.num_classes},
           {"exit_layers", o.spec.exit_layers},
           {"train_mode", TrainModeName(o.mode)},
+          {"exit_weights", o.exit_weights},
           {"epochs", o.epochs},
           {"batch", o.batch},
           {"optim", o.optim},
@@ -190,12 +198,31 @@ json OptionsJson(const TrainOptions& o) {
           {"seed", o.seed}};
 }
 
+// Puts every 4-d parameter and buffer (convolution weights) in channels-last
+// order. oneDNN's convolutions run faster on NHWC activations; with NHWC
+// weights and inputs the whole forward and backward pass stays NHWC (the
+// gradients and optimizer state follow the parameters' layout). Bundles are
+// written contiguous, so this never reaches the files.
+void ToChannelsLast(torch::nn::Module& m) {
+  for (auto& p : m.parameters()) {
+    if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+  for (auto& b : m.buffers()) {
+    if (b.dim() == 4) b.set_data(b.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+}
+
+torch::Tensor ToInputFormat(const torch::Tensor& x, bool channels_last) {
+  return channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
+}
+
 // Evaluates every exit on `indices`: (loss under `w`, accuracy per exit).
 std::pair<double, std::vector<double>> Evaluate(EarlyExitNet& net, const common::ImageDataset& data,
                                                 const std::vector<int64_t>& indices,
                                                 const common::InputSpec& input,
                                                 const std::vector<double>& w,
-                                                const torch::Device& device) {
+                                                const torch::Device& device,
+                                                bool channels_last) {
   net.eval();
   torch::NoGradGuard no_grad;
   std::vector<int64_t> correct(net.num_exits(), 0);
@@ -205,7 +232,7 @@ std::pair<double, std::vector<double>> Evaluate(EarlyExitNet& net, const common:
   for (size_t s = 0; s < indices.size(); s += chunk) {
     std::vector<int64_t> idx(indices.begin() + s, indices.begin() + std::min(indices.size(), s + chunk));
     auto [xc, yc] = common::MakeBatch(data, idx, input, {}, rng);
-    torch::Tensor x = xc.to(device), y = yc.to(device);
+    torch::Tensor x = ToInputFormat(xc.to(device), channels_last), y = yc.to(device);
     std::vector<torch::Tensor> logits = net.ForwardExits(x, net.num_exits() - 1);
     torch::Tensor l = Loss(logits, y, w);
     if (l.defined()) loss_sum += l.item<double>() * idx.size();
@@ -314,6 +341,24 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
   if (o.mode == TrainMode::kNaive && net->num_exits() != 1) {
     return absl::InvalidArgumentError("train mode 'naive' trains a plain model: give no --ee exits");
   }
+  if (!o.exit_weights.empty()) {
+    if (o.mode != TrainMode::kEndWeight) {
+      return absl::InvalidArgumentError("exit weights apply to train mode 'end_weight' only");
+    }
+    if (o.exit_weights.size() != static_cast<size_t>(net->num_exits())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "exit weights: ", o.exit_weights.size(), " given for ", net->num_exits(),
+          " exits (one per --ee layer, then the final classifier)"));
+    }
+    for (double v : o.exit_weights) {
+      if (!(v >= 0 && std::isfinite(v))) {
+        return absl::InvalidArgumentError("exit weights must be finite and non-negative");
+      }
+    }
+    if (o.exit_weights.back() <= 0) {
+      return absl::InvalidArgumentError("the final classifier's exit weight must be positive");
+    }
+  }
   if ((o.mode == TrainMode::kFreeze) && net->num_exits() < 2) {
     return absl::InvalidArgumentError("train mode 'freeze' needs early exits (--ee)");
   }
@@ -324,6 +369,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
   torch::Device device(torch::kCPU);
   if (o.cuda && torch::cuda::is_available()) device = torch::Device(torch::kCUDA);
   net->to(device);
+  if (o.channels_last) ToChannelsLast(*net);
 
   const std::string ckpt_dir = o.checkpoint_dir.empty() ? (fs::path(o.out) / "checkpoint").string()
                                                         : o.checkpoint_dir;
@@ -392,7 +438,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
         resume_optimizer.clear();
       }
     }
-    const std::vector<double> w = ExitWeights(o.mode, net->num_exits(), stage, epoch);
+    const std::vector<double> w = ExitWeights(o.mode, net->num_exits(), stage, epoch, o.exit_weights);
 
     // Deterministic per-epoch order, augmentation and dropout.
     std::mt19937_64 rng(o.seed * 1000003ULL + static_cast<uint64_t>(epoch));
@@ -417,7 +463,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
       std::vector<int64_t> idx(order.begin() + begin,
                                order.begin() + std::min(order.size(), begin + o.batch));
       auto [xc, yc] = common::MakeBatch(data, idx, o.input, augment, rng);
-      torch::Tensor x = xc.to(device), y = yc.to(device);
+      torch::Tensor x = ToInputFormat(xc.to(device), o.channels_last), y = yc.to(device);
       SetLr(*opt, ScheduledLr(o, state.plateau_lr, epoch_in_stage * steps + s, o.epochs * steps));
       opt->zero_grad();
       torch::Tensor loss = Loss(net->ForwardExits(x, plan.last_exit), y, w, &exit_step);
@@ -455,7 +501,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
         steady_seen > 0
             ? steady_seen / std::max(std::chrono::duration<double>(train_end - steady_t0).count(), 1e-9)
             : st.images_per_s;
-    std::tie(st.val_loss, st.val_accuracy) = Evaluate(*net, data, val_idx, o.input, w, device);
+    std::tie(st.val_loss, st.val_accuracy) = Evaluate(*net, data, val_idx, o.input, w, device, o.channels_last);
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (o.scheduler == "plateau" && !val_idx.empty()) {
       if (st.val_loss < state.plateau_best * (1 - o.plateau_threshold)) {

@@ -3,7 +3,8 @@
 // implementation (see README "Training"):
 //
 //   naive        cross-entropy on the final classifier of a plain model
-//   end_weight   sum of every exit's cross-entropy, weight 1 each
+//   end_weight   sum of every exit's cross-entropy, weight 1 each (or the
+//                weights given in TrainOptions::exit_weights)
 //   end_join     weight of exit g of G rises linearly from 0.01 to g/G over
 //                the first 10 epochs, then stays
 //   freeze       backbone, its batch-norm statistics and the final
@@ -38,6 +39,8 @@ std::string TrainModeName(TrainMode m);
 struct TrainOptions {
   common::ModelSpec spec;                // architecture, variant, width, classes, exits
   TrainMode mode = TrainMode::kEndJoin;  // loss and what learns
+  std::vector<double> exit_weights;      // end_weight: per-exit loss weights, final last
+                                         // (empty = 1 each)
   int epochs = 30;                       // per stage in incremental mode
   int batch = 128;                       // images per step
   std::string optim = "sgd";             // sgd | adam
@@ -62,6 +65,7 @@ struct TrainOptions {
   std::string model_version = "1";       // served version in the manifest
   common::InputSpec input;               // normalisation stored in the bundle
   bool cuda = false;                     // train on CUDA when LibTorch has a CUDA device
+  bool channels_last = true;             // NHWC activations and weights while training
   int max_steps_per_epoch = 0;           // > 0 caps steps per epoch (tests, smoke runs)
   int stop_after_epochs = 0;             // > 0: stop (checkpointed) after this many epochs of the run
   bool progress = true;                  // live progress line on stderr
