@@ -1,0 +1,193 @@
+// eenn-plan: where to split an early-exit network between a device and a
+// server, from the two machines' profiles (eenn-profile's
+// profile_summary.json), for one or more link bandwidths.
+//
+//   eenn-plan --device_profile pi/profile_summary.json
+//     --server_profile gpu/profile_summary.json --bandwidth_mbps 10,100
+//     --wire int8+zstd [--json] [--svg plan.svg]
+//
+// Prints, per bandwidth, every split's expected latency and its parts, the
+// bytes sent per sample and the share offloaded, with the best split marked.
+// --json prints PlanToJson's object (several bandwidths: {"plans": [...]}).
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/planner.h"
+#include "common/profile.h"
+
+ABSL_FLAG(std::string, device_profile, "", "The device's profile_summary.json (required).");
+ABSL_FLAG(std::string, server_profile, "",
+          "The server's profile_summary.json (default: the device profile).");
+ABSL_FLAG(std::string, bandwidth_mbps, "100", "Comma-separated link bandwidths in Mbit/s.");
+ABSL_FLAG(double, rtt_ms, 1, "Round trip of a request without payload, ms.");
+ABSL_FLAG(double, overhead_bytes, 300, "Framing bytes per offload (protobuf, gRPC, HTTP/2).");
+ABSL_FLAG(std::string, wire, "fp32", "Wire format of the offloaded tensor (e.g. fp16, int8+zstd).");
+ABSL_FLAG(std::string, objective, "latency", "latency, bytes or device_compute.");
+ABSL_FLAG(double, latency_bound_ms, std::numeric_limits<double>::infinity(),
+          "Expected-latency bound for the bytes and device_compute objectives.");
+ABSL_FLAG(std::string, exit_shares, "",
+          "Comma-separated per-exit leave probabilities, final exit included "
+          "(default: the device profile's).");
+ABSL_FLAG(bool, no_preprocess, false, "Leave the device's preprocessing time out.");
+ABSL_FLAG(bool, json, false, "Print JSON instead of tables.");
+ABSL_FLAG(std::string, svg, "", "Write a latency-per-split chart for --plot_bandwidths here.");
+ABSL_FLAG(std::string, plot_bandwidths, "5,10,50,100,1000",
+          "Comma-separated bandwidths (Mbit/s) plotted by --svg.");
+ABSL_FLAG(bool, quiet, false, "Print only the best split per bandwidth.");
+
+namespace {
+
+int Fail(const absl::Status& s) {
+  std::cerr << "eenn-plan: " << s << "\n";
+  return 2;
+}
+
+absl::StatusOr<std::vector<double>> ParseList(const std::string& flag, const std::string& text) {
+  std::vector<double> values;
+  for (absl::string_view t : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    double v;
+    if (!absl::SimpleAtod(t, &v)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad --", flag, " entry '", t, "'"));
+    }
+    values.push_back(v);
+  }
+  return values;
+}
+
+// Replaces the file in one step, so a reader (a browser refreshing the chart)
+// never sees half of it.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Choose the device/server split of an early-exit network.\n"
+      "  eenn-plan --device_profile FILE [--server_profile FILE] [--bandwidth_mbps 10,100]");
+  absl::ParseCommandLine(argc, argv);
+  const std::string device_path = absl::GetFlag(FLAGS_device_profile);
+  if (device_path.empty()) {
+    std::cerr << "usage: eenn-plan --device_profile FILE [--server_profile FILE] "
+                 "[--bandwidth_mbps 10,100] [--json]\n";
+    return 2;
+  }
+  auto device = eenn::common::ReadProfile(device_path);
+  if (!device.ok()) return Fail(device.status());
+  eenn::common::Profile server = *device;
+  if (const std::string path = absl::GetFlag(FLAGS_server_profile); !path.empty()) {
+    auto read = eenn::common::ReadProfile(path);
+    if (!read.ok()) return Fail(read.status());
+    server = *std::move(read);
+  }
+
+  auto bandwidths = ParseList("bandwidth_mbps", absl::GetFlag(FLAGS_bandwidth_mbps));
+  if (!bandwidths.ok()) return Fail(bandwidths.status());
+  if (bandwidths->empty()) return Fail(absl::InvalidArgumentError("--bandwidth_mbps is empty"));
+  auto objective = eenn::common::ParsePlanObjective(absl::GetFlag(FLAGS_objective));
+  if (!objective.ok()) return Fail(objective.status());
+  eenn::common::PlanOptions options;
+  options.wire = absl::GetFlag(FLAGS_wire);
+  options.objective = *objective;
+  options.latency_bound_ms = absl::GetFlag(FLAGS_latency_bound_ms);
+  options.include_preprocess = !absl::GetFlag(FLAGS_no_preprocess);
+  if (const std::string shares = absl::GetFlag(FLAGS_exit_shares); !shares.empty()) {
+    auto parsed = ParseList("exit_shares", shares);
+    if (!parsed.ok()) return Fail(parsed.status());
+    options.exit_shares = *std::move(parsed);
+  }
+  auto plan_at = [&](double mbps) {
+    eenn::common::LinkEstimate link;
+    link.bandwidth_mbps = mbps;
+    link.rtt_ms = absl::GetFlag(FLAGS_rtt_ms);
+    link.overhead_bytes = absl::GetFlag(FLAGS_overhead_bytes);
+    return eenn::common::PlanSplits(*device, server, link, options);
+  };
+
+  std::vector<eenn::common::Plan> plans;
+  for (double mbps : *bandwidths) {
+    auto plan = plan_at(mbps);
+    if (!plan.ok()) return Fail(plan.status());
+    plans.push_back(*std::move(plan));
+  }
+
+  if (const std::string svg_path = absl::GetFlag(FLAGS_svg); !svg_path.empty()) {
+    auto plot_bandwidths = ParseList("plot_bandwidths", absl::GetFlag(FLAGS_plot_bandwidths));
+    if (!plot_bandwidths.ok()) return Fail(plot_bandwidths.status());
+    std::vector<std::pair<std::string, eenn::common::Plan>> series;
+    for (double mbps : *plot_bandwidths) {
+      auto plan = plan_at(mbps);
+      if (!plan.ok()) return Fail(plan.status());
+      series.emplace_back(absl::StrCat(mbps, " Mbit/s"), *std::move(plan));
+    }
+    const std::string title =
+        absl::StrCat(device->model_name, " ", device->model_version,
+                     ": expected latency per split (", device->host, " + ", server.host, ", RTT ",
+                     absl::GetFlag(FLAGS_rtt_ms), " ms, wire ", options.wire, ")");
+    if (auto s = WriteFileAtomically(svg_path, eenn::common::PlotPlansSvg(series, title));
+        !s.ok()) {
+      return Fail(s);
+    }
+    if (!absl::GetFlag(FLAGS_quiet)) std::cerr << "eenn-plan: wrote " << svg_path << "\n";
+  }
+
+  if (absl::GetFlag(FLAGS_json)) {
+    if (plans.size() == 1) {
+      std::cout << eenn::common::PlanToJson(plans[0]) << "\n";
+    } else {
+      nlohmann::json all = nlohmann::json::array();
+      for (const auto& plan : plans)
+        all.push_back(nlohmann::json::parse(eenn::common::PlanToJson(plan)));
+      std::cout << nlohmann::json{{"plans", all}}.dump() << "\n";
+    }
+    return 0;
+  }
+  const std::string objective_name = eenn::common::PlanObjectiveName(options.objective);
+  for (size_t k = 0; k < plans.size(); ++k) {
+    const eenn::common::Plan& plan = plans[k];
+    const std::string heading =
+        absl::StrCat("bandwidth ", plan.link.bandwidth_mbps, " Mbit/s, RTT ", plan.link.rtt_ms,
+                     " ms, wire ", plan.wire, ", objective ", objective_name);
+    if (absl::GetFlag(FLAGS_quiet)) {
+      const eenn::common::SplitCandidate& best = plan.best();
+      std::printf("%s: best split %d (expected %.3f ms, %.1f bytes/sample)%s\n", heading.c_str(),
+                  best.split, best.expected_ms, best.bytes,
+                  plan.bound_met ? "" : "; latency bound not met");
+      continue;
+    }
+    if (k == 0) {
+      std::printf("model %s %s (%s): device profile from %s, server profile from %s\n",
+                  device->model_name.c_str(), device->model_version.c_str(),
+                  device->architecture.c_str(), device->host.c_str(), server.host.c_str());
+    }
+    std::printf("\n%s\n%s", heading.c_str(), eenn::common::FormatPlanTable(plan).c_str());
+  }
+  return 0;
+}
