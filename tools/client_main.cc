@@ -92,6 +92,18 @@ int main(int argc, char** argv) {
                                s.error_message()));
     }
   }
+  // Round trip of a small RPC to the device (median of a few), reported so a
+  // planner's RTT input can be checked against the same link.
+  std::vector<double> pings;
+  for (int i = 0; i < 11; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    eenn::v1::ModelInfo ignored;
+    const absl::Time t0 = absl::Now();
+    if (stub->GetModelInfo(&ctx, eenn::v1::ModelInfoRequest(), &ignored).ok()) {
+      pings.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
+    }
+  }
   std::map<std::string, int64_t> class_index;
   for (int i = 0; i < info.class_names_size(); ++i) class_index[info.class_names(i)] = i;
 
@@ -140,7 +152,7 @@ int main(int argc, char** argv) {
   std::map<std::string, int64_t> decided{{"device", 0}, {"server", 0}, {"fallback", 0}};
   std::map<int, int64_t> exits;
   std::map<std::string, int64_t> errors;
-  std::vector<double> lat;
+  std::vector<double> lat, service;
   for (size_t i = 0; i < n; ++i) {
     const Outcome& o = outcomes[i];
     nlohmann::json line = {{"file", (*files)[i]}};
@@ -154,6 +166,9 @@ int main(int argc, char** argv) {
     }
     ++answered;
     lat.push_back(o.latency_ms);
+    // The device's own receipt-to-reply time less its input-queue wait: what
+    // the split planner predicts (no client hop, no queueing).
+    service.push_back((o.reply.timings().total_us() - o.reply.timings().queue_us()) / 1000.0);
     const char* where = o.reply.decided() == eenn::v1::DECISION_DEVICE   ? "device"
                         : o.reply.decided() == eenn::v1::DECISION_SERVER ? "server"
                                                                          : "fallback";
@@ -179,9 +194,12 @@ int main(int argc, char** argv) {
     if (!o.reply.fallback_reason().empty()) line["fallback_reason"] = o.reply.fallback_reason();
     if (results.is_open()) results << line.dump() << "\n";
   }
-  double mean = 0;
-  for (double v : lat) mean += v;
-  mean = lat.empty() ? 0 : mean / lat.size();
+  auto mean_of = [](const std::vector<double>& v) {
+    double m = 0;
+    for (double x : v) m += x;
+    return v.empty() ? 0.0 : m / v.size();
+  };
+  const double mean = mean_of(lat);
   nlohmann::json summary = {
       {"device", absl::GetFlag(FLAGS_device)},
       {"model", info.model_name()},
@@ -196,6 +214,9 @@ int main(int argc, char** argv) {
       {"labelled", labelled},
       {"latency_ms",
        {{"mean", mean}, {"p50", Percentile(lat, 0.5)}, {"p90", Percentile(lat, 0.9)}, {"p99", Percentile(lat, 0.99)}}},
+      {"rtt_ms", Percentile(pings, 0.5)},
+      {"device_service_ms",
+       {{"mean", mean_of(service)}, {"p50", Percentile(service, 0.5)}, {"p90", Percentile(service, 0.9)}}},
       {"decided", decided},
       {"bytes_per_offload", offloaded > 0 ? static_cast<double>(offload_bytes) / offloaded : 0.0},
       {"offloaded", offloaded},
