@@ -25,7 +25,7 @@ void TimeEwma::Add(double value, double now_s) {
 LinkEstimator::LinkEstimator(const LinkEstimatorOptions& options)
     : options_(options),
       rtt_ms_(options.half_life_s),
-      ms_per_byte_(options.half_life_s),
+      log_ms_per_byte_(options.half_life_s),
       speed_(options.half_life_s),
       queue_ms_(options.half_life_s) {}
 
@@ -43,10 +43,10 @@ void LinkEstimator::AddRoundTrip(double bytes, double round_trip_ms, double serv
     // Too fast to separate from the RTT: the link is at least this fast, and
     // the round trip itself is an RTT sample.
     rtt_ms_.Add(network_ms, now_s);
-    ms_per_byte_.Add(options_.min_transfer_ms / bytes, now_s);
+    log_ms_per_byte_.Add(std::log(options_.min_transfer_ms / bytes), now_s);
     return;
   }
-  ms_per_byte_.Add(transfer_ms / bytes, now_s);
+  log_ms_per_byte_.Add(std::log(transfer_ms / bytes), now_s);
 }
 
 void LinkEstimator::AddServerCompute(double measured_ms, double profiled_ms, double now_s) {
@@ -62,8 +62,9 @@ void LinkEstimator::AddServerQueue(double queue_ms, double now_s) {
 LinkEstimate LinkEstimator::link() const {
   LinkEstimate l = options_.initial;
   if (rtt_ms_.has_value()) l.rtt_ms = rtt_ms_.value();
-  if (ms_per_byte_.has_value() && ms_per_byte_.value() > 0) {
-    l.bandwidth_mbps = 0.008 / ms_per_byte_.value();  // 8 bits per byte, ms -> s, bit -> Mbit
+  if (log_ms_per_byte_.has_value()) {
+    // 8 bits per byte, ms -> s, bit -> Mbit.
+    l.bandwidth_mbps = 0.008 / std::exp(log_ms_per_byte_.value());
   }
   return l;
 }

@@ -64,7 +64,10 @@ class LinkEstimator {
  private:
   LinkEstimatorOptions options_;
   TimeEwma rtt_ms_;
-  TimeEwma ms_per_byte_;  // transfer time per byte: averages well, unlike a rate
+  // Log of the transfer time per byte: a rate that rises tenfold is followed
+  // as fast as one that falls tenfold (a plain average of time per byte
+  // trails rises, one of rates trails falls).
+  TimeEwma log_ms_per_byte_;
   TimeEwma speed_;
   TimeEwma queue_ms_;
   int64_t round_trips_ = 0;

@@ -80,6 +80,7 @@ class EdgeEngine::Impl {
 
   const common::ServedModel& model() const { return model_; }
   int split_layer() const { return split_.load(); }
+  OffloadClient* offload_client() const { return client_.get(); }
 
   absl::Status SetSplitLayer(int split) {
     if (split < 0 || split > model_.num_layers) {
@@ -350,6 +351,10 @@ class EdgeEngine::Impl {
               metrics_->server_queue_seconds->Observe(answer->server_queue_us * 1e-6);
               metrics_->server_compute_seconds->Observe(answer->server_compute_us * 1e-6);
             }
+            if (options_.on_offload) {
+              options_.on_offload({split, answer->request_bytes, answer->reply_bytes, out.timings.offload_us,
+                                   answer->server_queue_us, answer->server_compute_us});
+            }
             common::ExitResult r = std::move(answer->predictions[0]);
             r.exit_index = bundle_.model->ExitIndexAtLayer(r.exit_layer);
             r.confidences.insert(r.confidences.begin(), device_confidences.begin(), device_confidences.end());
@@ -442,6 +447,7 @@ EdgeEngine::~EdgeEngine() = default;
 const common::ServedModel& EdgeEngine::model() const { return impl_->model(); }
 int EdgeEngine::split_layer() const { return impl_->split_layer(); }
 absl::Status EdgeEngine::SetSplitLayer(int split) { return impl_->SetSplitLayer(split); }
+OffloadClient* EdgeEngine::offload_client() const { return impl_->offload_client(); }
 ServerState EdgeEngine::server_state() const { return impl_->server_state(); }
 ServerState EdgeEngine::ProbeServer() { return impl_->ProbeServer(); }
 void EdgeEngine::Submit(ClassifyInput input, Callback done) { impl_->Submit(std::move(input), std::move(done)); }

@@ -44,6 +44,16 @@ namespace eenn::device {
 
 class DeviceMetrics;
 
+// One successful offload, as the device saw it (for the live planner).
+struct OffloadObservation {
+  int split_layer = 0;
+  int64_t request_bytes = 0;      // serialized Resume request
+  int64_t reply_bytes = 0;
+  int64_t round_trip_us = 0;      // the Resume RPC
+  int64_t server_queue_us = 0;    // reported by the server
+  int64_t server_compute_us = 0;  // reported by the server
+};
+
 struct EdgeEngineOptions {
   // Layers [0, split) run on the device; 0 sends the preprocessed input,
   // num_layers never offloads. -1: just after the last early exit.
@@ -55,6 +65,9 @@ struct EdgeEngineOptions {
   absl::Duration probe_interval = absl::Milliseconds(500);    // server probes while it is down
   common::DecodeLimits decode_limits;  // for uploaded images
   bool warmup = true;
+  // Called after every successful offload, on the worker thread (must be
+  // cheap and thread-safe). Optional.
+  std::function<void(const OffloadObservation&)> on_offload;
 };
 
 enum class Decision { kDevice = 1, kServer = 2, kFallback = 3 };
@@ -108,6 +121,8 @@ class EdgeEngine {
   const common::ServedModel& model() const;
   int split_layer() const;
   absl::Status SetSplitLayer(int split);  // InvalidArgument when out of [0, num_layers]
+  // The offload client (null without a server), for link probes. Thread-safe.
+  OffloadClient* offload_client() const;
   ServerState server_state() const;
   // Checks the server now (as the monitor does) and returns the new state.
   ServerState ProbeServer();

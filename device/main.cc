@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -28,6 +29,9 @@
 #include "device/edge_service.h"
 #include "device/metrics.h"
 #include "device/offload_client.h"
+#include "device/planner_service.h"
+#include "device/split_planner.h"
+#include "common/profile.h"
 #include "device/source.h"
 
 ABSL_FLAG(std::string, bundle, "", "Model bundle directory (required; the server must serve the same).");
@@ -54,6 +58,18 @@ ABSL_FLAG(int64_t, source_max, 0, "Stop the local source after this many items (
 ABSL_FLAG(double, drain_timeout_s, 10, "On SIGTERM, how long queued and in-flight requests may take.");
 ABSL_FLAG(std::string, ready_file, "",
           "Write {\"grpc_port\", \"metrics_port\", \"pid\"} here once serving (for scripts and tests).");
+
+ABSL_FLAG(std::string, device_profile, "",
+          "This device's profile_summary.json (eenn-profile): turns on live split planning.");
+ABSL_FLAG(std::string, server_profile, "", "The server's profile_summary.json (default: --device_profile).");
+ABSL_FLAG(std::string, plan_objective, "latency", "Live planner objective: latency, bytes or device_compute.");
+ABSL_FLAG(double, plan_latency_bound_ms, std::numeric_limits<double>::infinity(),
+          "Latency bound of the bytes and device_compute objectives.");
+ABSL_FLAG(int, plan_interval_ms, 500, "Live planner: probe and re-plan period.");
+ABSL_FLAG(double, plan_half_life_s, 2.0, "Live planner: half-life of the link and server estimates.");
+ABSL_FLAG(double, plan_min_gain_ms, 0.2, "Live planner: move only for at least this expected gain (ms)...");
+ABSL_FLAG(double, plan_min_gain_ratio, 0.05, "... and at least this share of the current expected latency.");
+ABSL_FLAG(int, plan_dwell_ms, 1000, "Live planner: least time between two moves.");
 
 namespace {
 
@@ -91,6 +107,12 @@ int main(int argc, char** argv) {
   opts.decode_limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   opts.decode_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
 
+  // Live planning: the engine reports offloads to the planner, created below.
+  std::atomic<eenn::device::SplitPlanner*> planner_ptr{nullptr};
+  opts.on_offload = [&planner_ptr](const eenn::device::OffloadObservation& o) {
+    if (auto* p = planner_ptr.load()) p->OnOffload(o);
+  };
+
   auto manifest = eenn::common::ReadManifest(bundle);
   if (!manifest.ok()) return Fail(manifest.status());
   auto registry = std::make_shared<prometheus::Registry>();
@@ -116,7 +138,39 @@ int main(int argc, char** argv) {
     metrics_port = metrics_server->port();
   }
 
+  std::unique_ptr<eenn::device::SplitPlanner> planner;
+  if (!absl::GetFlag(FLAGS_device_profile).empty()) {
+    eenn::device::SplitPlannerOptions po;
+    auto dp = eenn::common::ReadProfile(absl::GetFlag(FLAGS_device_profile));
+    if (!dp.ok()) return Fail(dp.status());
+    po.device_profile = *dp;
+    if (!absl::GetFlag(FLAGS_server_profile).empty()) {
+      auto sp = eenn::common::ReadProfile(absl::GetFlag(FLAGS_server_profile));
+      if (!sp.ok()) return Fail(sp.status());
+      po.server_profile = *sp;
+    } else {
+      po.server_profile = *dp;
+    }
+    auto objective = eenn::common::ParsePlanObjective(absl::GetFlag(FLAGS_plan_objective));
+    if (!objective.ok()) return Fail(objective.status());
+    po.controller.plan.objective = *objective;
+    po.controller.plan.latency_bound_ms = absl::GetFlag(FLAGS_plan_latency_bound_ms);
+    po.controller.plan.wire = eenn::common::WireKey(*enc, *comp);
+    po.controller.min_gain_ms = absl::GetFlag(FLAGS_plan_min_gain_ms);
+    po.controller.min_gain_ratio = absl::GetFlag(FLAGS_plan_min_gain_ratio);
+    po.controller.min_dwell_s = absl::GetFlag(FLAGS_plan_dwell_ms) / 1000.0;
+    po.estimator.half_life_s = absl::GetFlag(FLAGS_plan_half_life_s);
+    po.interval = po.probe_interval = absl::Milliseconds(absl::GetFlag(FLAGS_plan_interval_ms));
+    auto p = eenn::device::SplitPlanner::Create(engine->get(), &metrics, std::move(po));
+    if (!p.ok()) return Fail(p.status());
+    planner = std::move(*p);
+    planner_ptr = planner.get();
+    planner->Start();
+  }
+
   eenn::device::EdgeServiceImpl service(engine->get());
+  std::unique_ptr<eenn::device::PlannerServiceImpl> planner_service;
+  if (planner) planner_service = std::make_unique<eenn::device::PlannerServiceImpl>(planner.get());
   std::unique_ptr<grpc::Server> server;
   int grpc_port = 0;
   if (!absl::GetFlag(FLAGS_listen).empty()) {
@@ -127,6 +181,7 @@ int main(int argc, char** argv) {
     builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
     builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
     builder.RegisterService(&service);
+    if (planner_service) builder.RegisterService(planner_service.get());
     server = builder.BuildAndStart();
     if (!server || grpc_port == 0) {
       return Fail(absl::UnavailableError(absl::StrCat("cannot serve gRPC on '", absl::GetFlag(FLAGS_listen), "'")));
@@ -175,6 +230,10 @@ int main(int argc, char** argv) {
   stop_source = true;
   const absl::Duration drain = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
   if (server) server->GetHealthCheckService()->SetServingStatus(false);
+  if (planner) {
+    planner->Stop();  // no more split moves while draining
+    planner_ptr = nullptr;
+  }
   (*engine)->StopAccepting();
   if (server) server->Shutdown(absl::ToChronoTime(absl::Now() + drain));
   if (source_thread.joinable()) source_thread.join();

@@ -70,6 +70,22 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
                           .Help("1 when the offload server is reachable and serves the same model and version")
                           .Register(registry)
                           .Add({});
+  auto gauge = [&](const char* name, const char* help) {
+    return &BuildGauge().Name(name).Help(help).Register(registry).Add({});
+  };
+  link_bandwidth_mbps = gauge("eenn_device_link_bandwidth_mbps",
+                              "Live planner: estimated bandwidth to the offload server, Mbit/s");
+  link_rtt_ms = gauge("eenn_device_link_rtt_ms", "Live planner: estimated round trip to the offload server, ms");
+  server_speed_factor = gauge("eenn_device_server_speed_factor",
+                              "Live planner: the server's measured compute over its profiled compute");
+  plan_best_split = gauge("eenn_device_plan_best_split", "Live planner: the best split under the estimates");
+  plan_expected_ms = gauge("eenn_device_plan_expected_ms",
+                           "Live planner: expected end-to-end ms of the current split under the estimates");
+  split_changes = &BuildCounter()
+                       .Name("eenn_device_split_changes_total")
+                       .Help("Live planner: times the split was moved")
+                       .Register(registry)
+                       .Add({});
   BuildGauge()
       .Name("eenn_device_model_info")
       .Help("The served model (always 1; the labels carry name and version)")

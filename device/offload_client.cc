@@ -1,5 +1,7 @@
 #include "device/offload_client.h"
 
+#include <algorithm>
+
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
@@ -65,6 +67,17 @@ class GrpcOffloadClient final : public OffloadClient {
     grpc::Status s = stub_->GetModelInfo(&ctx, v1::ModelInfoRequest(), &info);
     if (!s.ok()) return wire::FromGrpc(s);
     return RemoteModel{info.model_name(), info.model_version(), info.weights_sha256(), info.num_layers()};
+  }
+
+  absl::StatusOr<int64_t> Probe(int64_t padding_bytes, absl::Duration timeout) override {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    v1::ProbeRequest req;
+    req.mutable_padding()->resize(static_cast<size_t>(std::max<int64_t>(0, padding_bytes)), '\x5a');
+    v1::ProbeReply reply;
+    grpc::Status s = stub_->Probe(&ctx, req, &reply);
+    if (!s.ok()) return wire::FromGrpc(s);
+    return static_cast<int64_t>(req.ByteSizeLong());
   }
 
   std::string target() const override { return target_; }

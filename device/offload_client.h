@@ -50,6 +50,13 @@ class OffloadClient {
   // DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ...).
   virtual absl::StatusOr<ResumeAnswer> Resume(ResumeCall call, absl::Duration timeout) = 0;
   virtual absl::StatusOr<RemoteModel> GetModelInfo(absl::Duration timeout) = 0;
+  // Sends `padding_bytes` that the server discards (0: a bare round trip);
+  // returns the serialized request size. Unimplemented unless overridden.
+  virtual absl::StatusOr<int64_t> Probe(int64_t padding_bytes, absl::Duration timeout) {
+    (void)padding_bytes;
+    (void)timeout;
+    return absl::UnimplementedError("this offload client cannot probe the link");
+  }
   // Where it connects, for messages.
   virtual std::string target() const = 0;
 };

@@ -117,4 +117,12 @@ grpc::ServerUnaryReactor* OffloadServiceImpl::GetModelInfo(grpc::CallbackServerC
   return reactor;
 }
 
+grpc::ServerUnaryReactor* OffloadServiceImpl::Probe(grpc::CallbackServerContext* ctx,
+                                                    const v1::ProbeRequest* req, v1::ProbeReply* reply) {
+  reply->set_received_bytes(static_cast<int64_t>(req->padding().size()));
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 }  // namespace eenn::server

@@ -38,6 +38,8 @@ class OffloadServiceImpl final : public v1::OffloadService::CallbackService {
       grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
                                          const v1::ModelInfoRequest* req, v1::ModelInfo* reply) override;
+  grpc::ServerUnaryReactor* Probe(grpc::CallbackServerContext* ctx, const v1::ProbeRequest* req,
+                                  v1::ProbeReply* reply) override;
 
   // Validates and decodes `req` into a job (public for tests).
   absl::StatusOr<ResumeJob> Decode(const v1::ResumeRequest& req) const;

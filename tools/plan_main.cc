@@ -9,6 +9,9 @@
 // Prints, per bandwidth, every split's expected latency and its parts, the
 // bytes sent per sample and the share offloaded, with the best split marked.
 // --json prints PlanToJson's object (several bandwidths: {"plans": [...]}).
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -29,6 +32,7 @@
 #include "absl/strings/str_split.h"
 #include "common/planner.h"
 #include "common/profile.h"
+#include "proto/eenn.grpc.pb.h"
 
 ABSL_FLAG(std::string, device_profile, "", "The device's profile_summary.json (required).");
 ABSL_FLAG(std::string, server_profile, "",
@@ -48,6 +52,11 @@ ABSL_FLAG(bool, json, false, "Print JSON instead of tables.");
 ABSL_FLAG(std::string, svg, "", "Write a latency-per-split chart for --plot_bandwidths here.");
 ABSL_FLAG(std::string, plot_bandwidths, "5,10,50,100,1000",
           "Comma-separated bandwidths (Mbit/s) plotted by --svg.");
+ABSL_FLAG(std::string, device, "",
+          "Ask a running eenn-device (host:port) for its live plan instead of reading profiles.");
+ABSL_FLAG(double, what_if_bandwidth_mbps, -1,
+          "With --device: the plan at this bandwidth instead of the device's estimate.");
+ABSL_FLAG(double, what_if_rtt_ms, -1, "With --device: the plan at this RTT instead of the device's estimate.");
 ABSL_FLAG(bool, quiet, false, "Print only the best split per bandwidth.");
 
 namespace {
@@ -86,6 +95,62 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& tex
   return absl::OkStatus();
 }
 
+// The live plan of a running eenn-device.
+int QueryDevice(const std::string& target) {
+  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  auto stub = eenn::v1::PlannerService::NewStub(channel);
+  eenn::v1::PlanRequest req;
+  if (absl::GetFlag(FLAGS_what_if_bandwidth_mbps) >= 0) {
+    req.set_bandwidth_mbps(absl::GetFlag(FLAGS_what_if_bandwidth_mbps));
+  }
+  if (absl::GetFlag(FLAGS_what_if_rtt_ms) >= 0) req.set_rtt_ms(absl::GetFlag(FLAGS_what_if_rtt_ms));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  eenn::v1::PlanReply reply;
+  grpc::Status st = stub->GetPlan(&ctx, req, &reply);
+  if (!st.ok()) {
+    return Fail(absl::UnavailableError(absl::StrCat("eenn-device at ", target, ": ", st.error_message(),
+                                                    " (code ", static_cast<int>(st.error_code()), ")")));
+  }
+  eenn::common::Plan plan;
+  plan.best_split = reply.best_split();
+  auto objective = eenn::common::ParsePlanObjective(reply.objective());
+  if (objective.ok()) plan.objective = *objective;
+  plan.link.bandwidth_mbps = reply.bandwidth_mbps();
+  plan.link.rtt_ms = reply.rtt_ms();
+  plan.wire = reply.wire();
+  for (const auto& c : reply.candidates()) {
+    eenn::common::SplitCandidate x;
+    x.split = c.split();
+    x.expected_ms = c.expected_ms();
+    x.bytes = c.bytes();
+    x.offload_share = c.offload_share();
+    x.device_ms = c.device_ms();
+    x.link_ms = c.link_ms();
+    x.server_ms = c.server_ms();
+    plan.candidates.push_back(x);
+  }
+  if (plan.best_split < 0 || plan.best_split >= static_cast<int>(plan.candidates.size())) {
+    return Fail(absl::InternalError("eenn-device answered a plan without its best split"));
+  }
+  if (absl::GetFlag(FLAGS_json)) {
+    nlohmann::json j = nlohmann::json::parse(eenn::common::PlanToJson(plan));
+    j["current_split"] = reply.current_split();
+    j["server_speed_factor"] = reply.server_speed_factor();
+    j["server_queue_ms"] = reply.server_queue_ms();
+    j["round_trips"] = reply.round_trips();
+    j["hypothetical"] = reply.hypothetical();
+    std::cout << j.dump() << "\n";
+    return 0;
+  }
+  std::printf("eenn-device at %s: current split %d; %s link %.1f Mbit/s, RTT %.3f ms; server speed x%.2f, "
+              "queue %.3f ms (%lld round trips observed)\n\n%s",
+              target.c_str(), reply.current_split(), reply.hypothetical() ? "what-if" : "estimated",
+              reply.bandwidth_mbps(), reply.rtt_ms(), reply.server_speed_factor(), reply.server_queue_ms(),
+              static_cast<long long>(reply.round_trips()), eenn::common::FormatPlanTable(plan).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -93,6 +158,7 @@ int main(int argc, char** argv) {
       "Choose the device/server split of an early-exit network.\n"
       "  eenn-plan --device_profile FILE [--server_profile FILE] [--bandwidth_mbps 10,100]");
   absl::ParseCommandLine(argc, argv);
+  if (!absl::GetFlag(FLAGS_device).empty()) return QueryDevice(absl::GetFlag(FLAGS_device));
   const std::string device_path = absl::GetFlag(FLAGS_device_profile);
   if (device_path.empty()) {
     std::cerr << "usage: eenn-plan --device_profile FILE [--server_profile FILE] "

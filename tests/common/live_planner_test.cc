@@ -96,7 +96,11 @@ TEST(LinkEstimatorTest, FollowsARateChange) {
   double t = 1;
   for (; t < 5; t += 0.1) est.AddRoundTrip(10000, 1 + 8, 0, t);  // 10 Mbit/s
   EXPECT_NEAR(est.link().bandwidth_mbps, 10, 1e-6);
-  for (; t < 11; t += 0.1) est.AddRoundTrip(10000, 1 + 0.8, 0, t);  // now 100 Mbit/s
+  for (; t < 7; t += 0.1) est.AddRoundTrip(10000, 1 + 0.8, 0, t);  // now 100 Mbit/s
+  // Averaged in log space: two half-lives later the estimate is 10^(3/4) of
+  // the old rate, whether the rate rose or fell.
+  EXPECT_GT(est.link().bandwidth_mbps, 50);
+  for (; t < 11; t += 0.1) est.AddRoundTrip(10000, 1 + 0.8, 0, t);
   // Six half-lives later the old rate weighs 1/64: within 20% of the new rate.
   EXPECT_GT(est.link().bandwidth_mbps, 80);
   EXPECT_LT(est.link().bandwidth_mbps, 100 + 1e-6);

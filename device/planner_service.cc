@@ -1,0 +1,49 @@
+#include "device/planner_service.h"
+
+#include <cmath>
+#include <optional>
+
+#include "proto/wire.h"
+
+namespace eenn::device {
+
+void ToProto(const PlanSnapshot& snap, v1::PlanReply* reply) {
+  reply->set_best_split(snap.plan.best_split);
+  reply->set_current_split(snap.current_split);
+  reply->set_bandwidth_mbps(snap.bandwidth_mbps);
+  reply->set_rtt_ms(snap.rtt_ms);
+  reply->set_server_speed_factor(snap.server_speed_factor);
+  reply->set_server_queue_ms(snap.server_queue_ms);
+  reply->set_wire(snap.plan.wire);
+  reply->set_objective(common::PlanObjectiveName(snap.plan.objective));
+  reply->set_hypothetical(snap.hypothetical);
+  reply->set_round_trips(snap.round_trips);
+  for (const auto& c : snap.plan.candidates) {
+    v1::PlanCandidate* p = reply->add_candidates();
+    p->set_split(c.split);
+    p->set_expected_ms(c.expected_ms);
+    p->set_bytes(c.bytes);
+    p->set_offload_share(c.offload_share);
+    p->set_device_ms(c.device_ms);
+    p->set_link_ms(c.link_ms);
+    p->set_server_ms(c.server_ms);
+  }
+}
+
+grpc::ServerUnaryReactor* PlannerServiceImpl::GetPlan(grpc::CallbackServerContext* ctx, const v1::PlanRequest* req,
+                                                      v1::PlanReply* reply) {
+  auto* reactor = ctx->DefaultReactor();
+  std::optional<double> bw, rtt;
+  if (req->has_bandwidth_mbps()) bw = req->bandwidth_mbps();
+  if (req->has_rtt_ms()) rtt = req->rtt_ms();
+  auto snap = planner_->Query(bw, rtt);
+  if (!snap.ok()) {
+    reactor->Finish(wire::ToGrpc(snap.status()));
+    return reactor;
+  }
+  ToProto(*snap, reply);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace eenn::device
