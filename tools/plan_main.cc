@@ -33,6 +33,7 @@
 #include "common/planner.h"
 #include "common/profile.h"
 #include "proto/eenn.grpc.pb.h"
+#include "proto/wire.h"
 
 ABSL_FLAG(std::string, device_profile, "", "The device's profile_summary.json (required).");
 ABSL_FLAG(std::string, server_profile, "",
@@ -109,8 +110,9 @@ int QueryDevice(const std::string& target) {
   eenn::v1::PlanReply reply;
   grpc::Status st = stub->GetPlan(&ctx, req, &reply);
   if (!st.ok()) {
-    return Fail(absl::UnavailableError(absl::StrCat("eenn-device at ", target, ": ", st.error_message(),
-                                                    " (code ", static_cast<int>(st.error_code()), ")")));
+    const absl::Status s = eenn::wire::FromGrpc(st);
+    return Fail(absl::Status(s.code(), absl::StrCat("eenn-device at ", target, " (is live planning on? it needs "
+                                                    "--device_profile): ", s.message())));
   }
   eenn::common::Plan plan;
   plan.best_split = reply.best_split();

@@ -339,6 +339,78 @@ TEST_F(CollabTest, MetricsPassPromtoolAndCountEveryRequest) {
   EXPECT_EQ(testing::MetricValue(dm, "eenn_device_split_layer"), 3);
 }
 
+// Live planning: eenn-profile's real profile of the test bundle, with the
+// device's layers made 100x slower and the server's 100x faster (as a weak
+// edge board next to a strong server would measure), so offloading
+// everything is clearly best on loopback. The device starts all-on-device and
+// must move the split to the plan's best on its own; PlannerService answers
+// current and what-if plans (eenn-plan --device).
+TEST_F(CollabTest, LivePlannerMovesTheSplitAndAnswersPlanQueries) {
+  auto r = RunCommand(BinPath("eenn-profile") + " --threads 1 --samples 10 --warmup 2 --wire_samples 2 --quiet" +
+                      " --bundle " + dir_->Join("bundle") + " --images " + dir_->Join("images") + " --out " +
+                      dir_->Join("profile") + " 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto profile = nlohmann::json::parse(testing::ReadAll(dir_->Join("profile/profile_summary.json")));
+  ASSERT_TRUE(profile.contains("backbone_execution_time"));
+  ASSERT_EQ(profile["eenn"]["layers"].size(), static_cast<size_t>(num_layers_));
+  auto scaled = [&](double factor) {
+    nlohmann::json p = profile;
+    for (auto& l : p["eenn"]["layers"]) l["ms"]["mean"] = l["ms"]["mean"].get<double>() * factor;
+    return p;
+  };
+  testing::WriteAll(dir_->Join("profile/device.json"), scaled(100).dump());
+  testing::WriteAll(dir_->Join("profile/server.json"), scaled(0.01).dump());
+
+  Daemon server, device;
+  StartServer(server);
+  StartDevice(device, server.addr(),
+              {"--split=" + std::to_string(num_layers_), "--device_profile=" + dir_->Join("profile/device.json"),
+               "--server_profile=" + dir_->Join("profile/server.json"), "--plan_interval_ms=100",
+               "--plan_dwell_ms=0"});
+  // Moves within a few planning rounds, with no client traffic (probes only).
+  double split = num_layers_;
+  for (int i = 0; i < 100 && split == num_layers_; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    split = testing::MetricValue(testing::HttpGet(device.metrics_port, "/metrics"), "eenn_device_split_layer");
+  }
+  EXPECT_LT(split, num_layers_) << device.proc.log();
+  const std::string dm = testing::HttpGet(device.metrics_port, "/metrics");
+  EXPECT_GE(testing::MetricValue(dm, "eenn_device_split_changes_total"), 1);
+  EXPECT_GT(testing::MetricValue(dm, "eenn_device_link_bandwidth_mbps"), 0);
+  EXPECT_GT(testing::MetricValue(dm, "eenn_device_link_rtt_ms"), 0);
+
+  auto q = RunCommand(BinPath("eenn-plan") + " --json --device " + device.addr() + " 2>&1");
+  ASSERT_EQ(q.exit_code, 0) << q.out;
+  auto plan = nlohmann::json::parse(q.out, nullptr, false);
+  ASSERT_FALSE(plan.is_discarded()) << q.out;
+  EXPECT_EQ(plan["candidates"].size(), static_cast<size_t>(num_layers_ + 1));
+  EXPECT_EQ(plan["current_split"].get<int>(), static_cast<int>(split));
+  EXPECT_EQ(plan["best_split"].get<int>(), static_cast<int>(split));
+  EXPECT_FALSE(plan["hypothetical"].get<bool>());
+  EXPECT_GT(plan["round_trips"].get<int>(), 0);
+  for (const auto& c : plan["candidates"]) {
+    for (const char* k : {"split", "expected_ms", "bytes", "offload_share"}) EXPECT_TRUE(c.contains(k)) << k;
+  }
+  // What if the link were a trickle: keep everything on the device.
+  auto w = RunCommand(BinPath("eenn-plan") + " --json --what_if_bandwidth_mbps 0.0001 --device " + device.addr());
+  ASSERT_EQ(w.exit_code, 0) << w.out;
+  auto trickle = nlohmann::json::parse(w.out);
+  EXPECT_TRUE(trickle["hypothetical"].get<bool>());
+  EXPECT_EQ(trickle["best_split"].get<int>(), num_layers_);
+  EXPECT_DOUBLE_EQ(trickle["bandwidth_mbps"].get<double>(), 0.0001);
+
+  // Requests keep being answered correctly while the planner runs.
+  auto s = RunClient(device.addr(), dir_->Join("images"), Results());
+  EXPECT_EQ(s["answered"], 24);
+  EXPECT_EQ(s["decided"]["fallback"], 0);
+  // A device without profiles has no PlannerService.
+  Daemon plain;
+  StartDevice(plain, server.addr());
+  auto none = RunCommand(BinPath("eenn-plan") + " --device " + plain.addr() + " 2>&1");
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_NE(none.out.find("UNIMPLEMENTED"), std::string::npos) << none.out;
+}
+
 TEST_F(CollabTest, StreamsAnswerEveryMessageAndReportBadOnesInline) {
   Daemon server, device;
   StartServer(server);
