@@ -73,14 +73,14 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
   auto gauge = [&](const char* name, const char* help) {
     return &BuildGauge().Name(name).Help(help).Register(registry).Add({});
   };
-  link_bandwidth_mbps = gauge("eenn_device_link_bandwidth_mbps",
-                              "Live planner: estimated bandwidth to the offload server, Mbit/s");
-  link_rtt_ms = gauge("eenn_device_link_rtt_ms", "Live planner: estimated round trip to the offload server, ms");
+  link_bandwidth = gauge("eenn_device_link_bandwidth_bytes_per_second",
+                         "Live planner: estimated bandwidth to the offload server");
+  link_rtt = gauge("eenn_device_link_rtt_seconds", "Live planner: estimated round trip to the offload server");
   server_speed_factor = gauge("eenn_device_server_speed_factor",
                               "Live planner: the server's measured compute over its profiled compute");
   plan_best_split = gauge("eenn_device_plan_best_split", "Live planner: the best split under the estimates");
-  plan_expected_ms = gauge("eenn_device_plan_expected_ms",
-                           "Live planner: expected end-to-end ms of the current split under the estimates");
+  plan_expected = gauge("eenn_device_plan_expected_seconds",
+                        "Live planner: expected end-to-end latency of the current split under the estimates");
   split_changes = &BuildCounter()
                        .Name("eenn_device_split_changes_total")
                        .Help("Live planner: times the split was moved")

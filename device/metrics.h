@@ -45,11 +45,11 @@ class DeviceMetrics {
   prometheus::Gauge* queue_capacity;
   prometheus::Gauge* split_layer;
   prometheus::Gauge* server_available;
-  prometheus::Gauge* link_bandwidth_mbps;
-  prometheus::Gauge* link_rtt_ms;
+  prometheus::Gauge* link_bandwidth;  // bytes per second
+  prometheus::Gauge* link_rtt;        // seconds
   prometheus::Gauge* server_speed_factor;
   prometheus::Gauge* plan_best_split;
-  prometheus::Gauge* plan_expected_ms;
+  prometheus::Gauge* plan_expected;   // seconds
   prometheus::Counter* split_changes;
 
  private:

@@ -144,11 +144,11 @@ void SplitPlanner::Tick() {
     return;
   }
   if (metrics_) {
-    metrics_->link_bandwidth_mbps->Set(link.bandwidth_mbps);
-    metrics_->link_rtt_ms->Set(link.rtt_ms);
+    metrics_->link_bandwidth->Set(link.bandwidth_mbps * 1e6 / 8);
+    metrics_->link_rtt->Set(link.rtt_ms * 1e-3);
     metrics_->server_speed_factor->Set(speed);
     metrics_->plan_best_split->Set(d->plan.best_split);
-    metrics_->plan_expected_ms->Set(d->plan.candidates[d->split].expected_ms);
+    metrics_->plan_expected->Set(d->plan.candidates[d->split].expected_ms * 1e-3);
   }
   // Without a reachable server every split would fall back: keep it.
   if (!d->changed || !engine_->server_state().available) return;

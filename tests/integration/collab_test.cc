@@ -376,8 +376,12 @@ TEST_F(CollabTest, LivePlannerMovesTheSplitAndAnswersPlanQueries) {
   EXPECT_LT(split, num_layers_) << device.proc.log();
   const std::string dm = testing::HttpGet(device.metrics_port, "/metrics");
   EXPECT_GE(testing::MetricValue(dm, "eenn_device_split_changes_total"), 1);
-  EXPECT_GT(testing::MetricValue(dm, "eenn_device_link_bandwidth_mbps"), 0);
-  EXPECT_GT(testing::MetricValue(dm, "eenn_device_link_rtt_ms"), 0);
+  EXPECT_GT(testing::MetricValue(dm, "eenn_device_link_bandwidth_bytes_per_second"), 0);
+  EXPECT_GT(testing::MetricValue(dm, "eenn_device_link_rtt_seconds"), 0);
+  // Prometheus naming (base units) holds for the planner's metrics too.
+  testing::WriteAll(dir_->Join("planner.prom"), dm);
+  auto lint = RunCommand("promtool check metrics < " + dir_->Join("planner.prom") + " 2>&1");
+  EXPECT_EQ(lint.exit_code, 0) << lint.out;
 
   auto q = RunCommand(BinPath("eenn-plan") + " --json --device " + device.addr() + " 2>&1");
   ASSERT_EQ(q.exit_code, 0) << q.out;

@@ -115,7 +115,8 @@ while time.time() - t0 < 3 * phase:
         moves.append((rate, last_split, split, t - last_change))
     last_split = split
     print(f"{t:6.1f} | {rate:>11} | {split:5d} | {int(m.get('eenn_device_plan_best_split', -1)):4d} | "
-          f"{m.get('eenn_device_link_bandwidth_mbps', 0):11.1f} | {m.get('eenn_device_link_rtt_ms', 0):6.3f} | "
+          f"{m.get('eenn_device_link_bandwidth_bytes_per_second', 0) * 8e-6:11.1f} | "
+          f"{m.get('eenn_device_link_rtt_seconds', 0) * 1e3:6.3f} | "
           f"{int(m.get('eenn_device_offloads_total', 0))}")
     time.sleep(0.5)
 for rate, s0, s1, dt in moves:
