@@ -24,6 +24,8 @@ RUN="$(mktemp -d)"
 PIDS=""
 cleanup() {
   for p in $PIDS; do kill -TERM "$p" 2>/dev/null || true; done
+  # Whatever still runs in the namespace (ip netns del does not stop it).
+  for p in $(ip netns pids "$NS" 2>/dev/null); do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   ip netns del "$NS" 2>/dev/null || true
   rmdir "$CG" 2>/dev/null || true
@@ -62,7 +64,7 @@ shape() {
 }
 shape "$RATE_A"
 
-nsx "$BIN/eenn-server" --bundle "$BUNDLE" --listen 127.0.0.1:0 --metrics_address "" --threads 1 \
+ip netns exec "$NS" "$BIN/eenn-server" --bundle "$BUNDLE" --listen 127.0.0.1:0 --metrics_address "" --threads 1 \
   --ready_file "$RUN/server.ready" > "$RUN/server.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_ready "$RUN/server.ready"
@@ -77,7 +79,8 @@ wait_ready "$RUN/device.ready"
 DEVICE="127.0.0.1:$(field "$RUN/device.ready" grpc_port)"
 METRICS="http://127.0.0.1:$(field "$RUN/device.ready" metrics_port)/metrics"
 
-nsx "$BIN/eenn-client" --quiet --json --concurrency 1 --device "$DEVICE" "$DATA" > "$RUN/client.json" 2>&1 &
+ip netns exec "$NS" "$BIN/eenn-client" --quiet --json --concurrency 1 --device "$DEVICE" "$DATA" \
+  > "$RUN/client.json" 2>&1 &
 CLIENT=$!
 PIDS="$PIDS $CLIENT"
 

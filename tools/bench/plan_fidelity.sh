@@ -32,6 +32,8 @@ PIDS=""
 CG="/sys/fs/cgroup/cpu/eenn-fidelity-$$"
 cleanup() {
   for p in $PIDS; do kill -TERM "$p" 2>/dev/null || true; done
+  # Whatever still runs in the namespace (ip netns del does not stop it).
+  for p in $(ip netns pids "$NS" 2>/dev/null); do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   ip netns del "$NS" 2>/dev/null || true
   rmdir "$CG" 2>/dev/null || true
@@ -75,7 +77,7 @@ ip -n "$NS" link set lo up
 ip -n "$NS" link set lo mtu 1500  # tbf must see packets no larger than its burst
 nsx() { ip netns exec "$NS" "$@"; }
 
-nsx "$BIN/eenn-server" --bundle "$BUNDLE" --listen 127.0.0.1:0 --metrics_address "" --threads "$SRV_THREADS" \
+ip netns exec "$NS" "$BIN/eenn-server" --bundle "$BUNDLE" --listen 127.0.0.1:0 --metrics_address "" --threads "$SRV_THREADS" \
   --ready_file "$RUN/server.ready" > "$RUN/server.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_ready "$RUN/server.ready"
