@@ -10,8 +10,8 @@ namespace eenn::device {
 void ToProto(const PlanSnapshot& snap, v1::PlanReply* reply) {
   reply->set_best_split(snap.plan.best_split);
   reply->set_current_split(snap.current_split);
-  reply->set_bandwidth_mbps(snap.bandwidth_mbps);
-  reply->set_rtt_ms(snap.rtt_ms);
+  reply->set_bandwidth_mbps(snap.plan.link.bandwidth_mbps);
+  reply->set_rtt_ms(snap.plan.link.rtt_ms);
   reply->set_server_speed_factor(snap.server_speed_factor);
   reply->set_server_queue_ms(snap.server_queue_ms);
   reply->set_wire(snap.plan.wire);

@@ -9,27 +9,17 @@
 namespace eenn::device {
 namespace {
 
-// Profiled server compute of a sample that reaches layer s: the layers and
-// heads from s on, each weighted by the chance the sample is still running.
-std::vector<double> ServerExpectedMs(const common::Profile& device, const common::Profile& server) {
-  const int n = server.num_layers();
-  std::vector<double> leave_after(n, 0.0);  // share leaving at an exit on layer i
-  for (const auto& e : device.exits) leave_after[e.layer] += e.share;
-  std::vector<double> out(n + 1, 0.0);
-  for (int s = 0; s < n; ++s) {
-    double reach = 1.0, total = 0;
-    double before = 0;
-    for (int i = 0; i < s; ++i) before += leave_after[i];
-    const double at_split = std::max(1e-9, 1.0 - before);
-    reach = 1.0;
-    for (int i = s; i < n; ++i) {
-      total += reach * server.layers[i].ms.mean;
-      for (const auto& h : server.heads) {
-        if (h.layer == i) total += reach * h.ms.mean;
-      }
-      reach = std::max(0.0, reach - leave_after[i] / at_split);
-    }
-    out[s] = total;
+// Profiled server compute of a sample sent at each split: the planner's
+// expected server compute per sample (speed factor 1) over the share sent.
+absl::StatusOr<std::vector<double>> ServerMsPerOffload(const SplitPlannerOptions& options) {
+  common::PlanOptions o = options.controller.plan;
+  o.server_speed_factor = 1;
+  o.server_overhead_ms = 0;
+  EENN_ASSIGN_OR_RETURN(common::Plan plan, common::PlanSplits(options.device_profile, options.server_profile,
+                                                              common::LinkEstimate{}, o));
+  std::vector<double> out;
+  for (const common::SplitCandidate& c : plan.candidates) {
+    out.push_back(c.offload_share > 0 ? c.server_ms / c.offload_share : 0.0);
   }
   return out;
 }
@@ -55,19 +45,20 @@ absl::StatusOr<std::unique_ptr<SplitPlanner>> SplitPlanner::Create(EdgeEngine* e
   EENN_ASSIGN_OR_RETURN(common::SplitController controller,
                         common::SplitController::Create(options.device_profile, options.server_profile,
                                                         options.controller));
-  return std::unique_ptr<SplitPlanner>(new SplitPlanner(engine, metrics, std::move(options), std::move(controller)));
+  EENN_ASSIGN_OR_RETURN(std::vector<double> server_ms, ServerMsPerOffload(options));
+  return std::unique_ptr<SplitPlanner>(
+      new SplitPlanner(engine, metrics, std::move(options), std::move(controller), std::move(server_ms)));
 }
 
 SplitPlanner::SplitPlanner(EdgeEngine* engine, DeviceMetrics* metrics, SplitPlannerOptions options,
-                           common::SplitController controller)
+                           common::SplitController controller, std::vector<double> server_ms_per_offload)
     : engine_(engine),
       metrics_(metrics),
       options_(std::move(options)),
       start_(absl::Now()),
+      server_expected_ms_(std::move(server_ms_per_offload)),
       estimator_(options_.estimator),
-      controller_(std::move(controller)) {
-  server_expected_ms_ = ServerExpectedMs(options_.device_profile, options_.server_profile);
-}
+      controller_(std::move(controller)) {}
 
 SplitPlanner::~SplitPlanner() { Stop(); }
 
@@ -169,8 +160,6 @@ absl::StatusOr<PlanSnapshot> SplitPlanner::Query(std::optional<double> bandwidth
   snap.current_split = engine_->split_layer();
   absl::MutexLock lock(&mu_);
   EENN_ASSIGN_OR_RETURN(snap.plan, controller_.PlanFor(estimator_, bandwidth_mbps, rtt_ms));
-  snap.bandwidth_mbps = snap.plan.link.bandwidth_mbps;
-  snap.rtt_ms = snap.plan.link.rtt_ms;
   snap.server_speed_factor = estimator_.server_speed_factor();
   snap.server_queue_ms = estimator_.server_queue_ms();
   snap.round_trips = estimator_.round_trips();

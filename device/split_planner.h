@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -37,8 +38,7 @@ struct SplitPlannerOptions {
 
 struct PlanSnapshot {
   common::Plan plan;
-  int current_split = 0;
-  double bandwidth_mbps = 0, rtt_ms = 0;
+  int current_split = 0;  // the link used is plan.link
   double server_speed_factor = 1, server_queue_ms = 0;
   int64_t round_trips = 0;
   bool hypothetical = false;
@@ -66,7 +66,7 @@ class SplitPlanner {
 
  private:
   SplitPlanner(EdgeEngine* engine, DeviceMetrics* metrics, SplitPlannerOptions options,
-               common::SplitController controller);
+               common::SplitController controller, std::vector<double> server_ms_per_offload);
   void Probe(double now_s);
   double NowS() const;
 
@@ -74,7 +74,7 @@ class SplitPlanner {
   DeviceMetrics* metrics_;
   SplitPlannerOptions options_;
   absl::Time start_;
-  std::vector<double> server_expected_ms_;  // profiled server compute of a sample sent at split s
+  const std::vector<double> server_expected_ms_;  // profiled server compute of a sample sent at split s
 
   mutable absl::Mutex mu_;
   common::LinkEstimator estimator_ ABSL_GUARDED_BY(mu_);

@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/image.h"
+#include "common/profile.h"
 #include "proto/eenn.grpc.pb.h"
 #include "proto/wire.h"
 
@@ -48,15 +49,6 @@ struct Outcome {
   ClassifyReply reply;
   double latency_ms = 0;
 };
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const double pos = p * (v.size() - 1);
-  const size_t lo = static_cast<size_t>(pos);
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
-}
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "eenn-client: %s\n", msg.c_str());
@@ -194,12 +186,8 @@ int main(int argc, char** argv) {
     if (!o.reply.fallback_reason().empty()) line["fallback_reason"] = o.reply.fallback_reason();
     if (results.is_open()) results << line.dump() << "\n";
   }
-  auto mean_of = [](const std::vector<double>& v) {
-    double m = 0;
-    for (double x : v) m += x;
-    return v.empty() ? 0.0 : m / v.size();
-  };
-  const double mean = mean_of(lat);
+  const eenn::common::TimeStats lat_ms = eenn::common::ComputeTimeStats(lat);
+  const eenn::common::TimeStats service_ms = eenn::common::ComputeTimeStats(service);
   nlohmann::json summary = {
       {"device", absl::GetFlag(FLAGS_device)},
       {"model", info.model_name()},
@@ -213,10 +201,10 @@ int main(int argc, char** argv) {
       {"accuracy", labelled > 0 ? nlohmann::json(static_cast<double>(correct) / labelled) : nlohmann::json(nullptr)},
       {"labelled", labelled},
       {"latency_ms",
-       {{"mean", mean}, {"p50", Percentile(lat, 0.5)}, {"p90", Percentile(lat, 0.9)}, {"p99", Percentile(lat, 0.99)}}},
-      {"rtt_ms", Percentile(pings, 0.5)},
+       {{"mean", lat_ms.mean}, {"p50", lat_ms.p50}, {"p90", lat_ms.p90}, {"p99", lat_ms.p99}}},
+      {"rtt_ms", eenn::common::ComputeTimeStats(pings).p50},
       {"device_service_ms",
-       {{"mean", mean_of(service)}, {"p50", Percentile(service, 0.5)}, {"p90", Percentile(service, 0.9)}}},
+       {{"mean", service_ms.mean}, {"p50", service_ms.p50}, {"p90", service_ms.p90}}},
       {"decided", decided},
       {"bytes_per_offload", offloaded > 0 ? static_cast<double>(offload_bytes) / offloaded : 0.0},
       {"offloaded", offloaded},
@@ -241,8 +229,8 @@ int main(int argc, char** argv) {
     std::printf("  accuracy %.2f%% (%lld of %lld labelled by folder name)\n", 100.0 * correct / labelled,
                 static_cast<long long>(correct), static_cast<long long>(labelled));
   }
-  std::printf("  latency ms: mean %.2f, p50 %.2f, p90 %.2f, p99 %.2f\n", mean, Percentile(lat, 0.5),
-              Percentile(lat, 0.9), Percentile(lat, 0.99));
+  std::printf("  latency ms: mean %.2f, p50 %.2f, p90 %.2f, p99 %.2f\n", lat_ms.mean, lat_ms.p50,
+              lat_ms.p90, lat_ms.p99);
   std::printf("  decided: device %lld, server %lld, fallback %lld\n", static_cast<long long>(decided["device"]),
               static_cast<long long>(decided["server"]), static_cast<long long>(decided["fallback"]));
   std::string h;

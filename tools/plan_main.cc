@@ -13,7 +13,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -30,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/daemon.h"
 #include "common/planner.h"
 #include "common/profile.h"
 #include "proto/eenn.grpc.pb.h"
@@ -77,23 +77,6 @@ absl::StatusOr<std::vector<double>> ParseList(const std::string& flag, const std
     values.push_back(v);
   }
   return values;
-}
-
-// Replaces the file in one step, so a reader (a browser refreshing the chart)
-// never sees half of it.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
-  }
-  return absl::OkStatus();
 }
 
 // The live plan of a running eenn-device.
@@ -219,7 +202,7 @@ int main(int argc, char** argv) {
         absl::StrCat(device->model_name, " ", device->model_version,
                      ": expected latency per split (", device->host, " + ", server.host, ", RTT ",
                      absl::GetFlag(FLAGS_rtt_ms), " ms, wire ", options.wire, ")");
-    if (auto s = WriteFileAtomically(svg_path, eenn::common::PlotPlansSvg(series, title));
+    if (auto s = eenn::common::WriteFileAtomically(svg_path, eenn::common::PlotPlansSvg(series, title));
         !s.ok()) {
       return Fail(s);
     }

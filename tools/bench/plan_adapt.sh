@@ -18,31 +18,10 @@ DEV_CPU="${5:-0.25}"
 WIRE="${6:-fp32}"
 DATA="../shared/datasets/cifar10/test"
 BIN="$PWD/build/bin"
-NS="eenn-adapt-$$"
-CG="/sys/fs/cgroup/cpu/eenn-adapt-$$"
-RUN="$(mktemp -d)"
-PIDS=""
-cleanup() {
-  for p in $PIDS; do kill -TERM "$p" 2>/dev/null || true; done
-  # Whatever still runs in the namespace (ip netns del does not stop it).
-  for p in $(ip netns pids "$NS" 2>/dev/null); do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip netns del "$NS" 2>/dev/null || true
-  rmdir "$CG" 2>/dev/null || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-wait_ready() { for _ in $(seq 1 600); do [ -s "$1" ] && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
-field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+NAME=adapt
+source tools/bench/netns_common.sh
+cap_device_cpu "$DEV_CPU"
 enc="${WIRE%%+*}"; comp="none"; [ "$enc" != "$WIRE" ] && comp="zstd"
-devx() { "$@"; }
-if [ -n "$DEV_CPU" ] && [ "$DEV_CPU" != "1" ]; then
-  mkdir -p "$CG"
-  echo 8000 > "$CG/cpu.cfs_period_us"
-  quota=$(awk -v s="$DEV_CPU" 'BEGIN { q = int(s * 8000); if (q < 1000) q = 1000; print q }')
-  echo "$quota" > "$CG/cpu.cfs_quota_us"
-  devx() { sh -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$CG" "$@"; }
-fi
 
 devx "$BIN/eenn-profile" --bundle "$BUNDLE" --images "$DATA" --calibration_limit 1000 --samples 200 \
   --threads 1 --out "$RUN/device_profile" --quiet
@@ -54,14 +33,7 @@ for r in "$RATE_A" "$RATE_B"; do
     --wire "$WIRE" --quiet
 done
 
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-ip -n "$NS" link set lo mtu 1500
-nsx() { ip netns exec "$NS" "$@"; }
-shape() {
-  local burst=$(( $1 * 1000000 / 8 / 250 )); [ "$burst" -lt 3000 ] && burst=3000
-  nsx tc qdisc replace dev lo root tbf rate "${1}mbit" burst "$burst" latency 2s
-}
+netns_up
 shape "$RATE_A"
 
 ip netns exec "$NS" "$BIN/eenn-server" --bundle "$BUNDLE" --listen 127.0.0.1:0 --metrics_address "" --threads 1 \

@@ -26,31 +26,9 @@ SRV_THREADS="${6:-$DEV_THREADS}"
 DEV_CPU="${7:-}"
 DATA="../shared/datasets/cifar10/test"
 BIN="$PWD/build/bin"
-NS="eenn-fidelity-$$"
-RUN="$(mktemp -d)"
-PIDS=""
-CG="/sys/fs/cgroup/cpu/eenn-fidelity-$$"
-cleanup() {
-  for p in $PIDS; do kill -TERM "$p" 2>/dev/null || true; done
-  # Whatever still runs in the namespace (ip netns del does not stop it).
-  for p in $(ip netns pids "$NS" 2>/dev/null); do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip netns del "$NS" 2>/dev/null || true
-  rmdir "$CG" 2>/dev/null || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-wait_ready() { for _ in $(seq 1 600); do [ -s "$1" ] && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
-port_of() { sed -E 's/.*"grpc_port": ([0-9]+).*/\1/' "$1"; }
-# devx CMD...: runs CMD in the device's CPU cgroup (when DEVICE_CPU is set).
-devx() { "$@"; }
-if [ -n "$DEV_CPU" ]; then
-  mkdir -p "$CG"
-  echo 8000 > "$CG/cpu.cfs_period_us"  # a short period: throttling in fine slices
-  quota=$(awk -v s="$DEV_CPU" 'BEGIN { q = int(s * 8000); if (q < 1000) q = 1000; print q }')
-  echo "$quota" > "$CG/cpu.cfs_quota_us"
-  devx() { sh -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$CG" "$@"; }
-fi
+NAME=fidelity
+source tools/bench/netns_common.sh
+cap_device_cpu "$DEV_CPU"
 enc="${WIRE%%+*}"; comp="none"; [ "$enc" != "$WIRE" ] && comp="zstd"
 
 # N test images spread over the classes (links keep the class folder names),
@@ -72,31 +50,26 @@ devx "$BIN/eenn-profile" --bundle "$BUNDLE" --images "$RUN/images" --out "$RUN/p
 LAYERS=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['eenn']['layers']))" \
   "$RUN/profile/profile_summary.json")
 
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-ip -n "$NS" link set lo mtu 1500  # tbf must see packets no larger than its burst
-nsx() { ip netns exec "$NS" "$@"; }
+netns_up
 
 ip netns exec "$NS" "$BIN/eenn-server" --bundle "$BUNDLE" --listen 127.0.0.1:0 --metrics_address "" --threads "$SRV_THREADS" \
   --ready_file "$RUN/server.ready" > "$RUN/server.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_ready "$RUN/server.ready"
-devx ip netns exec "$NS" "$BIN/eenn-device" --bundle "$BUNDLE" --server "127.0.0.1:$(port_of "$RUN/server.ready")" \
+devx ip netns exec "$NS" "$BIN/eenn-device" --bundle "$BUNDLE" --server "127.0.0.1:$(field "$RUN/server.ready" grpc_port)" \
   --listen 127.0.0.1:0 --metrics_address "" --threads "$DEV_THREADS" --encoding "$enc" --compression "$comp" \
   --ready_file "$RUN/device.ready" > "$RUN/device.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_ready "$RUN/device.ready"
-DEVICE="127.0.0.1:$(port_of "$RUN/device.ready")"
+DEVICE="127.0.0.1:$(field "$RUN/device.ready" grpc_port)"
 
 for rate in $RATES; do
-  # Burst: one timer tick's worth at this rate (HZ 250), at least two MTUs.
-  burst=$(( rate * 1000000 / 8 / 250 )); [ "$burst" -lt 3000 ] && burst=3000
-  nsx tc qdisc replace dev lo root tbf rate "${rate}mbit" burst "$burst" latency 2s
+  shape "$rate"
   for s in $(seq 0 "$LAYERS"); do
     nsx "$BIN/eenn-client" --quiet --json --concurrency 1 --split "$s" --device "$DEVICE" \
       "$RUN/images" > "$RUN/m_${rate}_${s}.json"
   done
-  rtt=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['rtt_ms'])" "$RUN/m_${rate}_${LAYERS}.json")
+  rtt=$(field "$RUN/m_${rate}_${LAYERS}.json" rtt_ms)
   "$BIN/eenn-plan" --device_profile "$RUN/profile/profile_summary.json" \
     --server_profile "$RUN/server_profile/profile_summary.json" --bandwidth_mbps "$rate" \
     --rtt_ms "$rtt" --wire "$WIRE" --json > "$RUN/plan_${rate}.json"
