@@ -6,11 +6,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/fast_forward.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 
@@ -150,6 +152,11 @@ absl::StatusOr<Bundle> LoadBundle(const std::string& dir) {
                    dir);
   }
   b.model->eval();
+  if (OneDnnByDefault()) {
+    if (absl::Status s = b.model->SetOneDnn(true); !s.ok()) {
+      std::cerr << "eenn: bundle " << dir << " runs on the dense path: " << s.message() << "\n";
+    }
+  }
   EENN_ASSIGN_OR_RETURN(ConfidenceFunction conf, ParseConfidence(m.confidence));
   b.policy = ExitPolicy{m.thresholds, conf};
   return b;

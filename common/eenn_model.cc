@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/fast_forward.h"
 #include "common/status_macros.h"
 
 namespace eenn::common {
@@ -234,6 +235,15 @@ torch::Tensor EarlyExitNet::ForwardHead(const torch::Tensor& features, int exit_
   return heads_.at(exit_index)->forward(features);
 }
 
+absl::Status EarlyExitNet::SetOneDnn(bool enable) {
+  lowered_.reset();
+  if (!enable) return absl::OkStatus();
+  EENN_ASSIGN_OR_RETURN(std::unique_ptr<LoweredBackbone> lowered,
+                        LoweredBackbone::Lower(layers_, exit_at_layer_));
+  lowered_ = std::move(lowered);
+  return absl::OkStatus();
+}
+
 absl::Status EarlyExitNet::ValidatePolicy(const ExitPolicy& policy) const {
   if (static_cast<int>(policy.thresholds.size()) != num_exits()) {
     return absl::InvalidArgumentError(absl::StrCat("expected ", num_exits(),
@@ -274,15 +284,23 @@ absl::StatusOr<PartialResult> EarlyExitNet::Run(const torch::Tensor& x, int begi
 
   try {
     torch::InferenceMode guard;
-    torch::Tensor y = x;
+    const LoweredBackbone* lowered = lowered_.get();
+    // On the oneDNN path `y` is a oneDNN tensor between layers; `dense` is
+    // its dense copy where one is needed (exit heads, the pending input).
+    torch::Tensor y = (lowered != nullptr && begin < end) ? ToOneDnn(x) : x;
     for (int k = begin; k < end && !alive.empty(); ++k) {
-      y = layers_[k].forward(y);
+      if (lowered != nullptr) {
+        y = lowered->Step(k, end, y, &k);  // k becomes the group's last layer
+      } else {
+        y = layers_[k].forward(y);
+      }
       const int g = exit_at_layer_[k];
       if (g < 0) continue;
       const bool final_exit = g == num_exits() - 1;
       const float threshold = policy.thresholds[g];
       if (!final_exit && threshold < 0) continue;  // inactive exit: not evaluated
-      torch::Tensor probs = torch::softmax(heads_[g]->forward(y).to(torch::kFloat), 1);
+      torch::Tensor features = lowered != nullptr ? ToDense(y) : y;
+      torch::Tensor probs = torch::softmax(heads_[g]->forward(features).to(torch::kFloat), 1);
       torch::Tensor conf = Confidence(probs, policy.confidence).contiguous();
       torch::Tensor cls = probs.argmax(1).contiguous();
       const float* conf_p = conf.data_ptr<float>();
@@ -307,11 +325,16 @@ absl::StatusOr<PartialResult> EarlyExitNet::Run(const torch::Tensor& x, int begi
         next.reserve(keep.size());
         for (int64_t j : keep) next.push_back(alive[j]);
         alive.swap(next);
-        if (!alive.empty()) y = y.index_select(0, torch::tensor(keep, torch::kLong));
+        if (!alive.empty()) {
+          y = features.index_select(0, torch::tensor(keep, torch::kLong));
+          if (lowered != nullptr) y = ToOneDnn(y);
+        }
       }
     }
     out.pending = alive;
-    if (!alive.empty()) out.pending_input = y;
+    if (!alive.empty()) {
+      out.pending_input = (lowered != nullptr && begin < end) ? ToDense(y) : y;
+    }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("model '", spec_.architecture, "' failed in layers [",
                                             begin, ", ", end, "): ", e.what_without_backtrace()));

@@ -69,6 +69,7 @@ struct PartialResult {
 };
 
 class ExitHeadImpl;
+class LoweredBackbone;
 
 class EarlyExitNet : public torch::nn::Module {
  public:
@@ -127,6 +128,17 @@ class EarlyExitNet : public torch::nn::Module {
   absl::StatusOr<std::vector<ExitResult>> Classify(const torch::Tensor& x,
                                                    const ExitPolicy& policy) const;
 
+  // Inference path of Run(): with `enable`, lowers the backbone onto oneDNN
+  // (common/fast_forward.h: batch norm folded, weights prepacked) from the
+  // current weights, and Run() uses it from then on; without, Run() goes back
+  // to the dense modules. Weight changes after lowering are not seen until it
+  // is called again. Not to be called while Run() is running. An error (no
+  // oneDNN in this LibTorch, non-float parameters) leaves the dense path on.
+  absl::Status SetOneDnn(bool enable);
+  bool onednn() const { return lowered_ != nullptr; }
+  // The lowered backbone, null on the dense path (for the profiler).
+  const LoweredBackbone* lowered() const { return lowered_.get(); }
+
   // Validates a policy against this model's exits.
   absl::Status ValidatePolicy(const ExitPolicy& policy) const;
 
@@ -146,6 +158,7 @@ class EarlyExitNet : public torch::nn::Module {
   std::vector<LayerInfo> info_;
   std::vector<int64_t> input_shape_;
   std::vector<std::vector<int64_t>> layer_input_shapes_;
+  std::shared_ptr<const LoweredBackbone> lowered_;
 };
 
 }  // namespace eenn::common

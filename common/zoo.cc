@@ -11,9 +11,11 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/fast_forward.h"
 
 namespace eenn::common {
 namespace {
@@ -133,6 +135,50 @@ class BasicBlockImpl : public nn::Module {
 };
 TORCH_MODULE(BasicBlock);
 
+const nn::BatchNorm2dImpl* BnOrNull(const nn::BatchNorm2d& bn) {
+  return bn.is_empty() ? nullptr : bn.get();
+}
+
+// The projection shortcut as one fused convolution (absent: identity).
+std::optional<FusedConv> LowerDownsample(const nn::Sequential& downsample) {
+  if (downsample.is_empty()) return std::nullopt;
+  const auto* conv = downsample->ptr(0)->as<nn::Conv2d>();
+  const auto* bn = downsample->ptr(1)->as<nn::BatchNorm2d>();  // null for Identity
+  return FusedConv(*conv, bn, false);
+}
+
+// oneDNN forward of a residual block: folded, prepacked convolutions with the
+// ReLUs in place; the shortcut added in place.
+OneDnnForward ResidualForward(std::vector<FusedConv> convs, std::optional<FusedConv> shortcut) {
+  return [convs = std::move(convs), shortcut = std::move(shortcut)](const torch::Tensor& x) {
+    torch::Tensor y = x;
+    for (const FusedConv& c : convs) y = c(y);
+    y.add_(shortcut ? (*shortcut)(x) : x);
+    return torch::relu_(y);
+  };
+}
+
+LayerLowering LowerBottleneck(std::shared_ptr<BottleneckImpl> b) {
+  LayerLowering l;
+  l.compile = [b] {
+    return ResidualForward({FusedConv(*b->conv1, BnOrNull(b->bn1), true),
+                            FusedConv(*b->conv2, BnOrNull(b->bn2), true),
+                            FusedConv(*b->conv3, BnOrNull(b->bn3), false)},
+                           LowerDownsample(b->downsample));
+  };
+  return l;
+}
+
+LayerLowering LowerBasicBlock(std::shared_ptr<BasicBlockImpl> b) {
+  LayerLowering l;
+  l.compile = [b] {
+    return ResidualForward({FusedConv(*b->conv1, BnOrNull(b->bn1), true),
+                            FusedConv(*b->conv2, BnOrNull(b->bn2), false)},
+                           LowerDownsample(b->downsample));
+  };
+  return l;
+}
+
 struct ResNetConfig {
   bool bottleneck;
   std::vector<int> blocks;  // blocks per stage
@@ -142,7 +188,13 @@ absl::StatusOr<Backbone> BuildResNet(const ResNetConfig& cfg, bool bn,
                                      const BackboneOptions& opt) {
   Backbone b;
   const int64_t stem = ScaledWidth(64, opt.width);
-  b.layers.push_back(MakeLayer(ResNetConv1(stem, opt.variant), "ResNetConv1", stem));
+  ResNetConv1 conv1(stem, opt.variant);
+  b.layers.push_back(MakeLayer(conv1, "ResNetConv1", stem));
+  b.layers.back().lower = [conv = conv1->conv1.ptr()] {
+    LayerLowering l;
+    l.conv = conv;  // fuses with the stem's BN and ReLU layers
+    return l;
+  };
   if (bn) {
     b.layers.push_back(MakeLayer(nn::BatchNorm2d(stem), "BatchNorm2d", stem));
   } else {
@@ -150,6 +202,17 @@ absl::StatusOr<Backbone> BuildResNet(const ResNetConfig& cfg, bool bn,
   }
   b.layers.push_back(MakeLayer(nn::ReLU(), "ReLU", stem));
   b.layers.push_back(MakeLayer(ResNetMaxPool1(opt.variant), "ResNetMaxPool1", stem));
+  b.layers.back().lower = [imagenet = opt.variant == Variant::kImagenet] {
+    LayerLowering l;
+    if (imagenet) {
+      l.compile = [] {
+        return [](const torch::Tensor& x) { return torch::max_pool2d(x, {3, 3}, {2, 2}, {1, 1}); };
+      };
+    } else {
+      l.identity = true;
+    }
+    return l;
+  };
   int64_t in = stem;
   const int64_t stage_planes[4] = {64, 128, 256, 512};
   for (int s = 0; s < 4; ++s) {
@@ -162,12 +225,14 @@ absl::StatusOr<Backbone> BuildResNet(const ResNetConfig& cfg, bool bn,
         ReferenceInit(*block);
         block->ZeroInitLast();
         b.layers.push_back(MakeLayer(block, "ResidualBottleneck", out));
+        b.layers.back().lower = [block] { return LowerBottleneck(block.ptr()); };
         in = out;
       } else {
         BasicBlock block(in, planes, stride, bn);
         ReferenceInit(*block);
         block->ZeroInitLast();
         b.layers.push_back(MakeLayer(block, "BasicBlock", planes));
+        b.layers.back().lower = [block] { return LowerBasicBlock(block.ptr()); };
         in = planes;
       }
     }

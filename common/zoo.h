@@ -30,7 +30,31 @@
 #include "absl/status/statusor.h"
 #include "common/model_spec.h"
 
+namespace torch::nn {
+class Conv2dImpl;
+class BatchNorm2dImpl;
+}  // namespace torch::nn
+
 namespace eenn::common {
+
+// A layer's forward over oneDNN (mkldnn) tensors: oneDNN tensor in, oneDNN
+// tensor out. Built at inference time from the layer's current weights.
+using OneDnnForward = std::function<torch::Tensor(const torch::Tensor&)>;
+
+// How the inference runtime (common/fast_forward.h) lowers a layer onto
+// oneDNN. A layer that is a single convolution, batch norm or ReLU says so,
+// so that a convolution layer followed by batch-norm and ReLU layers (VGG,
+// the ResNet stem) runs as one fused convolution; any other layer compiles
+// its own oneDNN forward. Layers whose module is a plain nn::Conv2d,
+// BatchNorm2d, ReLU, Identity or MaxPool2d need no lowering: the runtime
+// recognises them. A layer with neither runs its dense forward.
+struct LayerLowering {
+  std::shared_ptr<torch::nn::Conv2dImpl> conv;   // a convolution layer
+  std::shared_ptr<torch::nn::BatchNorm2dImpl> bn;  // a batch-norm layer
+  bool relu = false;                             // a ReLU layer
+  bool identity = false;                         // an identity layer
+  std::function<OneDnnForward()> compile;        // anything else
+};
 
 // One backbone layer: a module, how to call it, and its static facts.
 struct BackboneLayer {
@@ -38,6 +62,7 @@ struct BackboneLayer {
   std::function<torch::Tensor(const torch::Tensor&)> forward;
   std::string class_name;    // profile key class name, e.g. "ResNetConv1"
   int64_t feature_dim = 0;   // output channels
+  std::function<LayerLowering()> lower;  // optional: see LayerLowering
 };
 
 // Wraps a torch module holder (Conv2d, BatchNorm2d, ...) or any module type

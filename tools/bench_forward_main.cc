@@ -3,8 +3,12 @@
 // tools/bench/forward_vs_pytorch.py, which runs this binary and PyTorch eager
 // in alternating rounds).
 //
+// Each pass is EarlyExitNet::Classify, the serving path, on the oneDNN path
+// (or the dense modules with --onednn=false), with the exits off, evaluated
+// but never firing, or at the bundle's thresholds (--exits).
+//
 // Prints one JSON object: {"architecture", "variant", "threads", "batch",
-// "times_ms": [...]} with one entry per timed iteration.
+// "onednn", "exits", "times_ms": [...]} with one entry per timed iteration.
 #include <torch/torch.h>
 
 #include <chrono>
@@ -13,6 +17,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/bundle.h"
 #include "common/eenn_model.h"
 #include "common/threads.h"
@@ -25,6 +32,15 @@ ABSL_FLAG(int, threads, 2, "LibTorch intra-op threads.");
 ABSL_FLAG(int, batch, 1, "Batch size.");
 ABSL_FLAG(int, warmup, 10, "Untimed iterations first.");
 ABSL_FLAG(int, iters, 50, "Timed iterations.");
+ABSL_FLAG(std::string, exit_layers, "", "Zoo model: exit layers, comma-separated (the final is added).");
+ABSL_FLAG(std::string, save_bundle, "",
+          "Zoo model: also write it as a bundle here (random weights; for side-by-side runs that "
+          "need the same weights, e.g. tools/eenn-bench).");
+ABSL_FLAG(bool, onednn, true,
+          "Run on the oneDNN path (batch norm folded, prepacked weights); false: the dense modules.");
+ABSL_FLAG(std::string, exits, "off",
+          "off: the full network, exits not evaluated; never: every exit evaluated, none fires "
+          "(the cost of the heads); bundle: the bundle's thresholds.");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -34,6 +50,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::shared_ptr<eenn::common::EarlyExitNet> net;
+  eenn::common::ExitPolicy bundle_policy;
   if (!absl::GetFlag(FLAGS_bundle).empty()) {
     auto b = eenn::common::LoadBundle(absl::GetFlag(FLAGS_bundle));
     if (!b.ok()) {
@@ -41,6 +58,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     net = b->model;
+    bundle_policy = b->policy;
   } else {
     eenn::common::ModelSpec spec;
     spec.architecture = absl::GetFlag(FLAGS_model);
@@ -51,23 +69,62 @@ int main(int argc, char** argv) {
     }
     spec.variant = *v;
     spec.num_classes = absl::GetFlag(FLAGS_num_classes);
+    for (absl::string_view e : absl::StrSplit(absl::GetFlag(FLAGS_exit_layers), ',', absl::SkipEmpty())) {
+      int layer = 0;
+      if (!absl::SimpleAtoi(e, &layer)) {
+        std::cerr << "--exit_layers: '" << e << "' is not a layer index\n";
+        return 2;
+      }
+      spec.exit_layers.push_back(layer);
+    }
     auto created = eenn::common::EarlyExitNet::Create(spec);
     if (!created.ok()) {
       std::cerr << created.status() << "\n";
       return 2;
     }
     net = *created;
+    if (!absl::GetFlag(FLAGS_save_bundle).empty()) {
+      auto manifest = eenn::common::DefaultManifest(*net, spec.architecture, "1");
+      manifest.class_names.clear();
+      for (int c = 0; c < spec.num_classes; ++c) manifest.class_names.push_back(absl::StrCat("class", c));
+      if (auto s = eenn::common::SaveBundle(absl::GetFlag(FLAGS_save_bundle), manifest, *net); !s.ok()) {
+        std::cerr << s << "\n";
+        return 2;
+      }
+    }
+  }
+  if (auto s = net->SetOneDnn(absl::GetFlag(FLAGS_onednn)); !s.ok()) {
+    std::cerr << s << "\n";
+    return 2;
+  }
+  eenn::common::ExitPolicy policy;
+  policy.thresholds.assign(net->num_exits(), -1.0f);  // negative: exit not evaluated
+  const std::string exits = absl::GetFlag(FLAGS_exits);
+  if (exits == "never") {
+    policy.thresholds.assign(net->num_exits(), 2.0f);  // confidences never exceed 1
+  } else if (exits == "bundle") {
+    if (absl::GetFlag(FLAGS_bundle).empty()) {
+      std::cerr << "--exits=bundle needs --bundle\n";
+      return 2;
+    }
+    policy = bundle_policy;
+  } else if (exits != "off") {
+    std::cerr << "--exits must be off, never or bundle, got '" << exits << "'\n";
+    return 2;
   }
   std::vector<int64_t> shape = {absl::GetFlag(FLAGS_batch)};
   shape.insert(shape.end(), net->input_shape().begin(), net->input_shape().end());
   torch::manual_seed(0);
   torch::Tensor x = torch::randn(shape);
-  const int last = net->num_exits() - 1;
   std::vector<double> times;
   torch::InferenceMode guard;
   for (int i = 0; i < absl::GetFlag(FLAGS_warmup) + absl::GetFlag(FLAGS_iters); ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    torch::Tensor y = net->ForwardExit(x, last);
+    auto r = net->Classify(x, policy);
+    if (!r.ok()) {
+      std::cerr << r.status() << "\n";
+      return 1;
+    }
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (i >= absl::GetFlag(FLAGS_warmup)) times.push_back(ms);
@@ -76,6 +133,8 @@ int main(int argc, char** argv) {
                       {"variant", std::string(eenn::common::VariantName(net->spec().variant))},
                       {"threads", absl::GetFlag(FLAGS_threads)},
                       {"batch", absl::GetFlag(FLAGS_batch)},
+                      {"onednn", net->onednn()},
+                      {"exits", exits},
                       {"times_ms", times}};
   std::cout << j.dump() << "\n";
   return 0;

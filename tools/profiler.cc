@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/fast_forward.h"
 #include "common/image.h"
 #include "common/status_macros.h"
 #include "common/tensor_codec.h"
@@ -156,15 +157,31 @@ absl::StatusOr<common::Profile> ProfileBundle(const common::Bundle& bundle,
     const auto t1 = Clock::now();
     const bool timed = r >= options.warmup;
     if (timed) pre_ms.push_back(Ms(t0, t1));
+    // On the oneDNN path a fused group (conv + BN + ReLU layers) runs as one
+    // step: its time goes to its first layer and the others get 0, and the
+    // input conversion goes to layer 0, as a range from layer 0 runs them.
+    const common::LoweredBackbone* lowered = net.lowered();
+    const auto start = Clock::now();
+    if (lowered != nullptr) x = common::ToOneDnn(x);
     for (int l = 0; l < n_layers; ++l) {
-      const auto a = Clock::now();
-      x = net.ForwardLayers(x, l, l + 1);
+      const auto a = l == 0 ? start : Clock::now();
+      int last = l;
+      if (lowered != nullptr) {
+        x = lowered->Step(l, n_layers, x, &last);
+      } else {
+        x = net.ForwardLayers(x, l, l + 1);
+      }
       const auto b = Clock::now();
-      if (timed) layer_ms[l].push_back(Ms(a, b));
+      if (timed) {
+        layer_ms[l].push_back(Ms(a, b));
+        for (int k = l + 1; k <= last; ++k) layer_ms[k].push_back(0.0);
+      }
+      l = last;
       const int g = net.ExitIndexAtLayer(l);
       if (g >= 0) {
         // The head, its confidence and the decision, as the runtime evaluates it.
-        const float conf = torch::softmax(net.ForwardHead(x, g), 1).max().item<float>();
+        torch::Tensor features = lowered != nullptr ? common::ToDense(x) : x;
+        const float conf = torch::softmax(net.ForwardHead(features, g), 1).max().item<float>();
         (void)conf;
         if (timed) head_ms[g].push_back(Ms(b, Clock::now()));
       }
@@ -211,12 +228,16 @@ absl::StatusOr<common::Profile> ProfileBundle(const common::Bundle& bundle,
   // Single-exit and whole-network latencies (from the preprocessed input).
   say("single-exit latencies");
   for (int g = 0; g < n_exits; ++g) {
+    // The runtime's path up to exit g, with that exit always firing.
+    common::ExitPolicy only = bundle.policy;
+    only.thresholds.assign(n_exits, -1.0f);
+    only.thresholds[g] = 0.0f;
+    const int end = net.exit_layers()[g] + 1;
     std::vector<double> ms;
     for (int r = 0; r < options.warmup + options.samples; ++r) {
       const torch::Tensor& x = inputs[static_cast<size_t>(r) % distinct];
       const auto a = Clock::now();
-      const int64_t cls = net.ForwardExit(x, g).argmax(1).item<int64_t>();
-      (void)cls;
+      EENN_RETURN_IF_ERROR(net.Run(x, 0, end, only).status());
       if (r >= options.warmup) ms.push_back(Ms(a, Clock::now()));
     }
     common::ExitProfile e;
