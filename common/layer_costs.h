@@ -18,7 +18,8 @@ struct LayerCosts {
 };
 
 // Runs `reps` batch-1 passes (after `warmup`) of random inputs under
-// InferenceMode and keeps per-layer and per-head medians.
+// InferenceMode, on the path Run() takes (oneDNN when the model is lowered),
+// and keeps per-layer and per-head medians.
 LayerCosts MeasureLayerCosts(EarlyExitNet& net, int reps = 30, int warmup = 5);
 
 }  // namespace eenn::common
