@@ -203,11 +203,18 @@ class OffloadEngine::Impl {
     shape.insert(shape.begin(), total);
     absl::StatusOr<common::PartialResult> result;
     try {
-      torch::Tensor x = torch::empty(shape, torch::kFloat32);
-      float* dst = x.data_ptr<float>();
-      for (Pending* p : live) {
-        std::memcpy(dst, p->job.values.data(), sizeof(float) * p->samples * per_sample);
-        dst += p->samples * per_sample;
+      torch::Tensor x;
+      if (live.size() == 1) {
+        // A batch of one request: run on its decoded values in place (they
+        // outlive the forward), no copy.
+        x = torch::from_blob(live[0]->job.values.data(), shape, torch::kFloat32);
+      } else {
+        x = torch::empty(shape, torch::kFloat32);
+        float* dst = x.data_ptr<float>();
+        for (Pending* p : live) {
+          std::memcpy(dst, p->job.values.data(), sizeof(float) * p->samples * per_sample);
+          dst += p->samples * per_sample;
+        }
       }
       result = bundle_.model->Run(x, split, model_.num_layers, bundle_.policy);
     } catch (const c10::Error& e) {

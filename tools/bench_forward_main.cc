@@ -8,7 +8,8 @@
 // but never firing, or at the bundle's thresholds (--exits).
 //
 // Prints one JSON object: {"architecture", "variant", "threads", "batch",
-// "onednn", "exits", "times_ms": [...]} with one entry per timed iteration.
+// "onednn", "exits", "times_ms": [...], "by_exits": {mode: [...]}}, one
+// entry per timed iteration (times_ms: the first --exits mode).
 #include <torch/torch.h>
 
 #include <chrono>
@@ -39,6 +40,7 @@ ABSL_FLAG(std::string, save_bundle, "",
 ABSL_FLAG(bool, onednn, true,
           "Run on the oneDNN path (batch norm folded, prepacked weights); false: the dense modules.");
 ABSL_FLAG(std::string, exits, "off",
+          "Comma-separated; several alternate iteration by iteration. "
           "off: the full network, exits not evaluated; never: every exit evaluated, none fires "
           "(the cost of the heads); bundle: the bundle's thresholds.");
 
@@ -97,45 +99,61 @@ int main(int argc, char** argv) {
     std::cerr << s << "\n";
     return 2;
   }
-  eenn::common::ExitPolicy policy;
-  policy.thresholds.assign(net->num_exits(), -1.0f);  // negative: exit not evaluated
-  const std::string exits = absl::GetFlag(FLAGS_exits);
-  if (exits == "never") {
-    policy.thresholds.assign(net->num_exits(), 2.0f);  // confidences never exceed 1
-  } else if (exits == "bundle") {
-    if (absl::GetFlag(FLAGS_bundle).empty()) {
-      std::cerr << "--exits=bundle needs --bundle\n";
+  // One policy per --exits entry; with several, iterations alternate between
+  // them so that machine noise hits each alike.
+  std::vector<std::string> modes = absl::StrSplit(absl::GetFlag(FLAGS_exits), ',', absl::SkipEmpty());
+  std::vector<eenn::common::ExitPolicy> policies;
+  for (const std::string& mode : modes) {
+    eenn::common::ExitPolicy policy;
+    policy.thresholds.assign(net->num_exits(), -1.0f);  // negative: exit not evaluated
+    if (mode == "never") {
+      policy.thresholds.assign(net->num_exits(), 2.0f);  // confidences never exceed 1
+    } else if (mode == "bundle") {
+      if (absl::GetFlag(FLAGS_bundle).empty()) {
+        std::cerr << "--exits=bundle needs --bundle\n";
+        return 2;
+      }
+      policy = bundle_policy;
+    } else if (mode != "off") {
+      std::cerr << "--exits entries must be off, never or bundle, got '" << mode << "'\n";
       return 2;
     }
-    policy = bundle_policy;
-  } else if (exits != "off") {
-    std::cerr << "--exits must be off, never or bundle, got '" << exits << "'\n";
+    policies.push_back(policy);
+  }
+  if (policies.empty()) {
+    std::cerr << "--exits is empty\n";
     return 2;
   }
   std::vector<int64_t> shape = {absl::GetFlag(FLAGS_batch)};
   shape.insert(shape.end(), net->input_shape().begin(), net->input_shape().end());
   torch::manual_seed(0);
   torch::Tensor x = torch::randn(shape);
-  std::vector<double> times;
+  std::vector<std::vector<double>> times(policies.size());
   torch::InferenceMode guard;
   for (int i = 0; i < absl::GetFlag(FLAGS_warmup) + absl::GetFlag(FLAGS_iters); ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto r = net->Classify(x, policy);
-    if (!r.ok()) {
-      std::cerr << r.status() << "\n";
-      return 1;
+    for (size_t k = 0; k < policies.size(); ++k) {
+      const size_t m = (k + static_cast<size_t>(i)) % policies.size();  // rotating order
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = net->Classify(x, policies[m]);
+      if (!r.ok()) {
+        std::cerr << r.status() << "\n";
+        return 1;
+      }
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (i >= absl::GetFlag(FLAGS_warmup)) times[m].push_back(ms);
     }
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (i >= absl::GetFlag(FLAGS_warmup)) times.push_back(ms);
   }
+  nlohmann::json by_exits = nlohmann::json::object();
+  for (size_t m = 0; m < modes.size(); ++m) by_exits[modes[m]] = times[m];
   nlohmann::json j = {{"architecture", net->spec().architecture},
                       {"variant", std::string(eenn::common::VariantName(net->spec().variant))},
                       {"threads", absl::GetFlag(FLAGS_threads)},
                       {"batch", absl::GetFlag(FLAGS_batch)},
                       {"onednn", net->onednn()},
-                      {"exits", exits},
-                      {"times_ms", times}};
+                      {"exits", absl::GetFlag(FLAGS_exits)},
+                      {"times_ms", times[0]},
+                      {"by_exits", by_exits}};
   std::cout << j.dump() << "\n";
   return 0;
 }
