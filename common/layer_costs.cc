@@ -57,10 +57,7 @@ LayerCosts MeasureLayerCosts(EarlyExitNet& net, int reps, int warmup) {
       i = last;
       const int g = net.ExitIndexAtLayer(i);
       if (g >= 0) {
-        torch::Tensor features = lowered == nullptr ? x
-                                 : net.head_config().kind == HeadKind::kPoolLinear
-                                     ? ToDense(torch::adaptive_avg_pool2d(x, {1, 1}))
-                                     : ToDense(x);  // as Run() feeds the head
+        torch::Tensor features = lowered != nullptr ? ToDense(x) : x;  // as Run() does
         torch::Tensor p = torch::softmax(net.ForwardHead(features, g), 1).max();
         (void)p;
         auto t2 = std::chrono::steady_clock::now();

@@ -180,10 +180,7 @@ absl::StatusOr<common::Profile> ProfileBundle(const common::Bundle& bundle,
       const int g = net.ExitIndexAtLayer(l);
       if (g >= 0) {
         // The head, its confidence and the decision, as the runtime evaluates it.
-        torch::Tensor features = lowered == nullptr ? x
-                                 : net.head_config().kind == common::HeadKind::kPoolLinear
-                                     ? common::ToDense(torch::adaptive_avg_pool2d(x, {1, 1}))
-                                     : common::ToDense(x);  // as Run() feeds the head
+        torch::Tensor features = lowered != nullptr ? common::ToDense(x) : x;  // as Run() does
         const float conf = torch::softmax(net.ForwardHead(features, g), 1).max().item<float>();
         (void)conf;
         if (timed) head_ms[g].push_back(Ms(b, Clock::now()));
