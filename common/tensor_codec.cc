@@ -49,15 +49,22 @@ absl::Status CheckFinite(const float* v, int64_t n) {
 // q = clamp(rint(v / scale) + zp, -128, 127). The SSE2 path computes exactly
 // the same bytes (cvtps rounds to nearest even like lrint, and the saturating
 // packs clamp to [-128, 127]).
-void MinMax(const float* v, int64_t n, float* lo_out, float* hi_out) {
+// One pass: the range, and whether every value is finite (exponent bits not
+// all ones), so int8 encoding reads its input twice instead of three times.
+bool MinMaxFinite(const float* v, int64_t n, float* lo_out, float* hi_out) {
   float lo = 0.0f, hi = 0.0f;
+  uint32_t bad = 0;
   int64_t i = 0;
 #ifdef EENN_CODEC_X86
   __m128 vlo = _mm_setzero_ps(), vhi = _mm_setzero_ps();
+  const __m128i exp_mask = _mm_set1_epi32(0x7f800000);
+  __m128i vbad = _mm_setzero_si128();
   for (; i + 4 <= n; i += 4) {
     const __m128 x = _mm_loadu_ps(v + i);
     vlo = _mm_min_ps(vlo, x);
     vhi = _mm_max_ps(vhi, x);
+    const __m128i e = _mm_and_si128(_mm_castps_si128(x), exp_mask);
+    vbad = _mm_or_si128(vbad, _mm_cmpeq_epi32(e, exp_mask));
   }
   alignas(16) float l4[4], h4[4];
   _mm_store_ps(l4, vlo);
@@ -66,13 +73,18 @@ void MinMax(const float* v, int64_t n, float* lo_out, float* hi_out) {
     lo = std::min(lo, l4[k]);
     hi = std::max(hi, h4[k]);
   }
+  bad = static_cast<uint32_t>(_mm_movemask_epi8(vbad));
 #endif
   for (; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, v + i, 4);
+    bad |= static_cast<uint32_t>((b & 0x7f800000u) == 0x7f800000u);
     lo = std::min(lo, v[i]);
     hi = std::max(hi, v[i]);
   }
   *lo_out = lo;
   *hi_out = hi;
+  return bad == 0;
 }
 
 void QuantizeInt8(const float* v, int64_t n, float inv, int32_t zp, int8_t* out) {
@@ -233,7 +245,10 @@ absl::StatusOr<EncodedTensor> EncodeTensor(const float* values, const std::vecto
   auto n_or = CheckedNumElements(shape, std::numeric_limits<int64_t>::max() / 4);
   if (!n_or.ok()) return n_or.status();
   const int64_t n = *n_or;
-  if (auto s = CheckFinite(values, n); !s.ok()) return s;
+  // int8 checks finiteness in its range pass; the others here.
+  if (options.encoding != WireEncoding::kInt8) {
+    if (auto s = CheckFinite(values, n); !s.ok()) return s;
+  }
   EncodedTensor t;
   t.shape = shape;
   t.encoding = options.encoding;
@@ -258,7 +273,7 @@ absl::StatusOr<EncodedTensor> EncodeTensor(const float* values, const std::vecto
     }
     case WireEncoding::kInt8: {
       float lo = 0.0f, hi = 0.0f;  // 0 always representable
-      MinMax(values, n, &lo, &hi);
+      if (!MinMaxFinite(values, n, &lo, &hi)) return CheckFinite(values, n);  // names the element
       float scale = (hi - lo) / 255.0f;
       if (!(scale > 0.0f) || !std::isfinite(scale)) scale = 1.0f;  // all zeros
       const int32_t zp =

@@ -135,6 +135,16 @@ TEST(TensorCodecTest, VectorPathsEqualTheScalarDefinitions) {
   for (size_t i = 0; i < 996; ++i) {
     ASSERT_EQ((*back)[i], q->scale * static_cast<float>(static_cast<int8_t>(q->data[i]) - q->zero_point));
   }
+  // A NaN or Inf inside the vectorised part is refused by every encoding, naming the element.
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+    std::vector<float> w = v;
+    w[500] = bad;
+    for (WireEncoding e : {WireEncoding::kFp32, WireEncoding::kFp16, WireEncoding::kInt8}) {
+      auto r = EncodeTensor(w.data(), {1003}, {e});
+      ASSERT_FALSE(r.ok()) << EncodingName(e);
+      EXPECT_NE(r.status().message().find("element 500"), std::string::npos) << r.status();
+    }
+  }
 }
 
 TEST(TensorCodecTest, ZstdIsLosslessAndSmallerOnSparseActivations) {
