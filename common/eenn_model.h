@@ -136,7 +136,8 @@ class EarlyExitNet : public torch::nn::Module {
   // oneDNN in this LibTorch, non-float parameters) leaves the dense path on.
   absl::Status SetOneDnn(bool enable);
   bool onednn() const { return lowered_ != nullptr; }
-  // The lowered backbone, null on the dense path (for the profiler).
+  // The lowered backbone, null on the dense path (for the profiler and the
+  // calibration cost model, which time its steps).
   const LoweredBackbone* lowered() const { return lowered_.get(); }
 
   // Validates a policy against this model's exits.

@@ -32,11 +32,6 @@
 #include "absl/status/statusor.h"
 #include "common/zoo.h"
 
-namespace torch::nn {
-class Conv2dImpl;
-class BatchNorm2dImpl;
-}  // namespace torch::nn
-
 namespace eenn::common {
 
 // True when this LibTorch was built with oneDNN (mkldnn) CPU kernels.

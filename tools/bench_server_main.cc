@@ -1,7 +1,7 @@
 // eenn-bench-server: offload throughput and gRPC overhead of a running
 // eenn-server, as N concurrent devices see it.
 //
-//   eenn-bench-server --server 127.0.0.1:50051 --bundle models/cifar10-resnet18 \
+//   eenn-bench-server --server 127.0.0.1:50051 --bundle models/cifar10-resnet18
 //       --images ../shared/datasets/cifar10/test --split 5 --concurrency 1,4,16
 //
 // The split tensors are real: the bundle's first `split` layers run locally
