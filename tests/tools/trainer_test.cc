@@ -185,6 +185,53 @@ TEST(TrainerTest, FreezeTrainsOnlyTheNewExits) {
   EXPECT_EQ(learned, 2);
 }
 
+TEST(TrainerTest, DistillTeachesEarlyExitsFromTheFinalExit) {
+  testing::TempDir pre, dir;
+  ASSERT_TRUE(Train(Tiny(pre.path(), TrainMode::kNaive, {}), Data()).ok());
+  // Distillation only (share 1): the frozen exits never see a label, yet they
+  // learn the classes from the final exit's softened output.
+  TrainOptions o = Tiny(dir.path(), TrainMode::kFreeze, {5, 7});
+  o.pretrained = pre.path();
+  o.distill = 1.0;
+  o.distill_temperature = 2.0;
+  o.epochs = 8;
+  o.lr = 0.2;
+  auto r = Train(o, Data());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectLossFalls(*r, {0, 1});  // their (reported) cross-entropy falls all the same
+  for (int g : {0, 1}) {  // twice chance at least, and rising
+    EXPECT_GT(r->epochs.back().val_accuracy[g], 0.2) << "exit " << g;
+    EXPECT_GT(r->epochs.back().val_accuracy[g], r->epochs.front().val_accuracy[g]) << "exit " << g;
+  }
+  for (const EpochStats& e : r->epochs) {
+    // The optimised loss is the distillation term, not the cross-entropy.
+    EXPECT_GT(std::abs(e.train_loss - (e.exit_train_loss[0] + e.exit_train_loss[1])), 1e-3)
+        << "epoch " << e.epoch;
+  }
+  auto before = Weights(pre.path());
+  auto after = Weights(dir.path());
+  for (auto& [name, t] : after) {
+    if (name.rfind("backbone.", 0) == 0 || name.rfind("gates.11.", 0) == 0) {
+      EXPECT_TRUE(torch::equal(before.at(name), t)) << name << " changed";
+    }
+  }
+
+  // Distillation needs the final exit while early exits train, and sane values.
+  testing::TempDir bad;
+  TrainOptions naive = Tiny(bad.path(), TrainMode::kNaive, {});
+  naive.distill = 0.5;
+  EXPECT_EQ(Train(naive, Data()).status().code(), absl::StatusCode::kInvalidArgument);
+  TrainOptions incremental = Tiny(bad.path(), TrainMode::kIncremental, {5, 7});
+  incremental.distill = 0.5;
+  EXPECT_EQ(Train(incremental, Data()).status().code(), absl::StatusCode::kInvalidArgument);
+  TrainOptions share = Tiny(bad.path(), TrainMode::kEndWeight, {5, 7});
+  share.distill = 1.5;
+  EXPECT_EQ(Train(share, Data()).status().code(), absl::StatusCode::kInvalidArgument);
+  share.distill = 0.5;
+  share.distill_temperature = 0;
+  EXPECT_EQ(Train(share, Data()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(TrainerTest, IncrementalFreezesStagesInOrder) {
   testing::TempDir dir;
   TrainOptions o = Tiny(dir.path(), TrainMode::kIncremental, {5, 7});

@@ -41,6 +41,10 @@ ABSL_FLAG(std::string, train_mode, "end_join", "naive, end_weight, end_join, fre
 ABSL_FLAG(std::string, exit_weights, "",
           "end_weight: comma-separated loss weight per exit, the final classifier's last "
           "(default 1 each).");
+ABSL_FLAG(double, distill, 0,
+          "Self-distillation: share of each early exit's loss that matches the final exit's "
+          "softened output (0 = cross-entropy only; end_weight, end_join, freeze).");
+ABSL_FLAG(double, distill_temperature, 3, "Softmax temperature of --distill.");
 ABSL_FLAG(int, seed, 0, "Seed for splits, order, augmentation and initialisation.");
 ABSL_FLAG(std::string, resume, "", "Checkpoint directory to continue from (<out>/checkpoint).");
 ABSL_FLAG(double, subset_ratio, 1.0, "Train on this share of each class.");
@@ -97,6 +101,8 @@ int main(int argc, char** argv) {
     if (!absl::SimpleAtod(t, &v)) return Fail(absl::InvalidArgumentError(absl::StrCat("bad exit weight '", t, "'")));
     o.exit_weights.push_back(v);
   }
+  o.distill = absl::GetFlag(FLAGS_distill);
+  o.distill_temperature = absl::GetFlag(FLAGS_distill_temperature);
   o.epochs = absl::GetFlag(FLAGS_epochs);
   o.batch = absl::GetFlag(FLAGS_batch);
   o.lr = absl::GetFlag(FLAGS_lr);

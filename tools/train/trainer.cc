@@ -124,15 +124,33 @@ std::vector<double> ExitWeights(TrainMode mode, int num_exits, int stage, int ep
 
 // Weighted loss over the exits with non-zero weight; `per_exit` (optional)
 // receives each exit's unweighted cross-entropy (0 for unweighted exits).
+// With `distill` > 0 every early exit's term is
+//   (1 - distill) * CE + distill * T^2 * KL(softmax(final / T) || softmax(exit / T)),
+// the final exit's (detached) output being the teacher; the final exit keeps its
+// plain cross-entropy.
 torch::Tensor Loss(const std::vector<torch::Tensor>& logits, const torch::Tensor& y,
-                   const std::vector<double>& w, std::vector<double>* per_exit = nullptr) {
+                   const std::vector<double>& w, std::vector<double>* per_exit = nullptr,
+                   double distill = 0, double temperature = 1) {
   torch::Tensor loss;
   if (per_exit) per_exit->assign(w.size(), 0.0);
+  torch::Tensor teacher_log_p, teacher_p;
+  const size_t final_exit = w.size() - 1;
+  if (distill > 0 && logits.size() == w.size()) {
+    torch::NoGradGuard no_grad;
+    teacher_log_p = torch::log_softmax(logits[final_exit].detach() / temperature, 1);
+    teacher_p = teacher_log_p.exp();
+  }
   for (size_t g = 0; g < logits.size(); ++g) {
     if (w[g] == 0.0) continue;
     torch::Tensor ce = torch::cross_entropy_loss(logits[g], y);
     if (per_exit) (*per_exit)[g] = ce.item<double>();
-    torch::Tensor l = ce * w[g];
+    torch::Tensor term = ce;
+    if (teacher_p.defined() && g != final_exit) {
+      torch::Tensor student_log_p = torch::log_softmax(logits[g] / temperature, 1);
+      torch::Tensor kl = (teacher_p * (teacher_log_p - student_log_p)).sum(1).mean();
+      term = ce * (1 - distill) + kl * (distill * temperature * temperature);
+    }
+    torch::Tensor l = term * w[g];
     loss = loss.defined() ? loss + l : l;
   }
   return loss;
@@ -187,6 +205,8 @@ json OptionsJson(const TrainOptions& o) {
           {"exit_layers", o.spec.exit_layers},
           {"train_mode", TrainModeName(o.mode)},
           {"exit_weights", o.exit_weights},
+          {"distill", o.distill},
+          {"distill_temperature", o.distill_temperature},
           {"epochs", o.epochs},
           {"batch", o.batch},
           {"optim", o.optim},
@@ -359,6 +379,17 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
       return absl::InvalidArgumentError("the final classifier's exit weight must be positive");
     }
   }
+  if (!(o.distill >= 0 && o.distill <= 1)) {
+    return absl::InvalidArgumentError("distill must lie in [0, 1]");
+  }
+  if (!(o.distill_temperature > 0 && std::isfinite(o.distill_temperature))) {
+    return absl::InvalidArgumentError("distill temperature must be positive");
+  }
+  if (o.distill > 0 && (o.mode == TrainMode::kNaive || o.mode == TrainMode::kIncremental)) {
+    return absl::InvalidArgumentError(
+        "distill needs the final exit's output while early exits train: train mode end_weight, "
+        "end_join or freeze");
+  }
   if ((o.mode == TrainMode::kFreeze) && net->num_exits() < 2) {
     return absl::InvalidArgumentError("train mode 'freeze' needs early exits (--ee)");
   }
@@ -466,7 +497,10 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
       torch::Tensor x = ToInputFormat(xc.to(device), o.channels_last), y = yc.to(device);
       SetLr(*opt, ScheduledLr(o, state.plateau_lr, epoch_in_stage * steps + s, o.epochs * steps));
       opt->zero_grad();
-      torch::Tensor loss = Loss(net->ForwardExits(x, plan.last_exit), y, w, &exit_step);
+      // Distillation needs the final exit's output as the teacher, also where it does not learn.
+      const int last_exit = o.distill > 0 ? net->num_exits() - 1 : plan.last_exit;
+      torch::Tensor loss = Loss(net->ForwardExits(x, last_exit), y, w, &exit_step, o.distill,
+                                o.distill_temperature);
       loss.backward();
       opt->step();
       loss_sum += loss.item<double>() * idx.size();

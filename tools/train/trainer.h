@@ -41,6 +41,10 @@ struct TrainOptions {
   TrainMode mode = TrainMode::kEndJoin;  // loss and what learns
   std::vector<double> exit_weights;      // end_weight: per-exit loss weights, final last
                                          // (empty = 1 each)
+  double distill = 0;                    // self-distillation: share of each early exit's loss
+                                         // that matches the final exit's softened output
+                                         // (0 = plain cross-entropy, 1 = distillation only)
+  double distill_temperature = 3;        // softmax temperature of that match
   int epochs = 30;                       // per stage in incremental mode
   int batch = 128;                       // images per step
   std::string optim = "sgd";             // sgd | adam
