@@ -11,8 +11,10 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/head_kernels.h"
 #include "absl/strings/str_join.h"
 #include "common/fast_forward.h"
+#include "common/head_kernels.h"
 #include "common/status_macros.h"
 
 namespace eenn::common {
@@ -65,6 +67,11 @@ class ExitHeadImpl : public nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x) {
     const bool train = is_training();
+    if (!train && cfg_.kind == HeadKind::kPoolLinear && !torch::GradMode::is_enabled() &&
+        x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu() &&
+        x.is_contiguous()) {
+      return PooledInference(x);
+    }
     torch::Tensor y = x;
     std::shared_ptr<PoolLinearImpl> tail = fc_;
     if (cfg_.kind == HeadKind::kConvMlp) {
@@ -100,6 +107,40 @@ class ExitHeadImpl : public nn::Module {
   }
 
  private:
+  // The pooled head at inference on a contiguous NCHW float map, in plain
+  // loops (common/head_kernels.h): the same arithmetic as the modules (up to
+  // float summation order), without a dozen operator dispatches per call.
+  torch::Tensor PooledInference(const torch::Tensor& x) const {
+    const int64_t batch = x.size(0);
+    int64_t features = x.size(1);
+    std::vector<float> cur(static_cast<size_t>(batch * features)), next;
+    RowMeans(x.data_ptr<float>(), batch * features, x.size(2) * x.size(3), cur.data());
+    const auto& layers = fc_->fc->children();
+    torch::Tensor out;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const auto* lin = layers[i]->as<nn::Linear>();
+      if (lin == nullptr) continue;  // a ReLU: applied by the Linear before it
+      const bool relu = i + 1 < layers.size() && layers[i + 1]->as<nn::Linear>() == nullptr;
+      const torch::Tensor w = lin->weight.contiguous();
+      const torch::Tensor b = lin->bias.defined() ? lin->bias.contiguous() : torch::Tensor();
+      const int64_t out_features = w.size(0);
+      const bool last = i + 1 >= layers.size() || (relu && i + 2 >= layers.size());
+      float* dst;
+      if (last) {
+        out = torch::empty({batch, out_features}, torch::kFloat);
+        dst = out.data_ptr<float>();
+      } else {
+        next.resize(static_cast<size_t>(batch * out_features));
+        dst = next.data();
+      }
+      LinearRows(cur.data(), batch, features, w.data_ptr<float>(),
+                 b.defined() ? b.data_ptr<float>() : nullptr, out_features, relu, dst);
+      if (!last) cur.swap(next);
+      features = out_features;
+    }
+    return out;
+  }
+
   HeadConfig cfg_;
   std::shared_ptr<ConvMlpImpl> pre_logits_;
   std::shared_ptr<PoolLinearImpl> head_;

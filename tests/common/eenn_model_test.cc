@@ -128,6 +128,38 @@ TEST(EenNetTest, AllExitsForwardShape) {
   }
 }
 
+// At inference a pooled head runs as plain loops (common/head_kernels.h);
+// with gradients on it runs its modules. Both give the same logits, with and
+// without a hidden layer, at batch 1 and in a batch, on odd map sizes.
+TEST(EenNetTest, PooledHeadInferenceLoopsEqualTheModules) {
+  for (int64_t hidden : {int64_t{0}, int64_t{37}}) {
+    ModelSpec spec;
+    spec.architecture = "resnet18";
+    spec.width = 0.25;
+    spec.exit_layers = {3, 5, 8};
+    spec.head_override = true;
+    spec.head.hidden = hidden;
+    auto n = EarlyExitNet::Create(spec);
+    ASSERT_TRUE(n.ok()) << n.status();
+    testing::Perturb(**n, 11);
+    (*n)->eval();
+    for (int64_t batch : {1, 3}) {
+      torch::Tensor x = torch::randn({batch, 3, 36, 28});
+      std::vector<torch::Tensor> modules = (*n)->ForwardExits(x, (*n)->num_exits() - 1);
+      ASSERT_TRUE(modules[0].requires_grad());  // the module path
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> loops = (*n)->ForwardExits(x, (*n)->num_exits() - 1);
+      ASSERT_EQ(loops.size(), modules.size());
+      for (size_t g = 0; g < loops.size(); ++g) {
+        ASSERT_EQ(loops[g].sizes(), modules[g].sizes());
+        const float scale = modules[g].abs().max().item<float>() + 1e-3f;
+        EXPECT_LE((loops[g] - modules[g].detach()).abs().max().item<float>(), 1e-5f * scale)
+            << "hidden " << hidden << ", batch " << batch << ", exit " << g;
+      }
+    }
+  }
+}
+
 class ThresholdTest : public ::testing::Test {
  protected:
   void SetUp() override {
