@@ -53,13 +53,15 @@ class PoolLinearImpl : public nn::Module {
 
 class ExitHeadImpl : public nn::Module {
  public:
-  ExitHeadImpl(const HeadConfig& cfg, int64_t in, int64_t classes) : cfg_(cfg) {
+  // `pool`: pooled heads average-pool to pool x pool (1 = global pooling).
+  ExitHeadImpl(const HeadConfig& cfg, int64_t in, int64_t classes, int64_t pool = 1)
+      : cfg_(cfg), pool_(pool) {
     if (cfg.kind == HeadKind::kConvMlp) {
       const int64_t hidden = cfg.hidden > 0 ? cfg.hidden : 4096;
       pre_logits_ = register_module("pre_logits", std::make_shared<ConvMlpImpl>(in, hidden));
       head_ = register_module("head", std::make_shared<PoolLinearImpl>(hidden, 0, classes));
     } else {
-      fc_ = std::make_shared<PoolLinearImpl>(in, cfg.hidden, classes);
+      fc_ = std::make_shared<PoolLinearImpl>(in * pool * pool, cfg.hidden, classes);
       // Keys fc.0 / fc.2 directly under the head, as in the reference.
       register_module("fc", fc_->fc.ptr());
     }
@@ -69,7 +71,7 @@ class ExitHeadImpl : public nn::Module {
     const bool train = is_training();
     if (!train && cfg_.kind == HeadKind::kPoolLinear && !torch::GradMode::is_enabled() &&
         x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu() &&
-        x.is_contiguous()) {
+        x.is_contiguous() && x.size(2) % pool_ == 0 && x.size(3) % pool_ == 0) {
       return PooledInference(x);
     }
     torch::Tensor y = x;
@@ -84,8 +86,15 @@ class ExitHeadImpl : public nn::Module {
       y = torch::relu(pre_logits_->fc2->forward(y));
       tail = head_;
     }
-    y = (y.size(2) == 1 && y.size(3) == 1) ? y.flatten(1)
-                                           : torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1);
+    const int64_t pool = tail == fc_ ? pool_ : 1;
+    if (y.size(2) != pool || y.size(3) != pool) {
+      // Equal cells: a strided average pool, the same numbers as the adaptive
+      // one and much faster to train through (channels-last backward).
+      y = (y.size(2) % pool == 0 && y.size(3) % pool == 0)
+              ? torch::avg_pool2d(y, {y.size(2) / pool, y.size(3) / pool})
+              : torch::adaptive_avg_pool2d(y, {pool, pool});
+    }
+    y = y.flatten(1);
     if (cfg_.dropout > 0) y = torch::dropout(y, cfg_.dropout, train);
     // The classifier's Linear/ReLU chain; a single row goes through
     // matrix-vector products (addmm with one row costs ~6x more, e.g. 82 vs
@@ -112,9 +121,13 @@ class ExitHeadImpl : public nn::Module {
   // float summation order), without a dozen operator dispatches per call.
   torch::Tensor PooledInference(const torch::Tensor& x) const {
     const int64_t batch = x.size(0);
-    int64_t features = x.size(1);
+    int64_t features = x.size(1) * pool_ * pool_;
     std::vector<float> cur(static_cast<size_t>(batch * features)), next;
-    RowMeans(x.data_ptr<float>(), batch * features, x.size(2) * x.size(3), cur.data());
+    if (pool_ == 1) {
+      RowMeans(x.data_ptr<float>(), batch * features, x.size(2) * x.size(3), cur.data());
+    } else {
+      BlockMeans(x.data_ptr<float>(), batch * x.size(1), x.size(2), x.size(3), pool_, cur.data());
+    }
     const auto& layers = fc_->fc->children();
     torch::Tensor out;
     for (size_t i = 0; i < layers.size(); ++i) {
@@ -142,6 +155,7 @@ class ExitHeadImpl : public nn::Module {
   }
 
   HeadConfig cfg_;
+  int64_t pool_ = 1;
   std::shared_ptr<ConvMlpImpl> pre_logits_;
   std::shared_ptr<PoolLinearImpl> head_;
   std::shared_ptr<PoolLinearImpl> fc_;
@@ -221,6 +235,13 @@ absl::Status EarlyExitNet::Build(const ModelSpec& spec) {
   if (head_.hidden < 0 || !(head_.dropout >= 0.0 && head_.dropout < 1.0)) {
     return absl::InvalidArgumentError("head hidden width must be >= 0 and dropout in [0, 1)");
   }
+  if (spec.exit_pool < 1 || spec.exit_pool > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("exit_pool must be in [1, 64], got ", spec.exit_pool));
+  }
+  if (spec.exit_pool > 1 && head_.kind != HeadKind::kPoolLinear) {
+    return absl::InvalidArgumentError("exit_pool applies to pooled (pool_linear) heads only");
+  }
   const int n = num_layers();
 
   exit_layers_ = spec.exit_layers;
@@ -250,8 +271,10 @@ absl::Status EarlyExitNet::Build(const ModelSpec& spec) {
   auto gates_holder = register_module("gates", std::make_shared<ContainerImpl>());
   for (int g = 0; g < num_exits(); ++g) {
     const int l = exit_layers_[g];
-    auto head = std::make_shared<ExitHeadImpl>(head_, layers_[l].feature_dim, spec.num_classes);
-    if (g == num_exits() - 1) ReferenceInit(*head);  // the backbone's own classifier
+    const bool final_exit = g == num_exits() - 1;
+    auto head = std::make_shared<ExitHeadImpl>(head_, layers_[l].feature_dim, spec.num_classes,
+                                               final_exit ? 1 : spec.exit_pool);
+    if (final_exit) ReferenceInit(*head);  // the backbone's own classifier
     gates_holder->register_module(std::to_string(l), head);
     heads_.push_back(head);
   }

@@ -34,6 +34,20 @@ void RowMeans(const float* x, int64_t rows, int64_t n, float* out) {
   for (int64_t r = 0; r < rows; ++r) out[r] = Sum(x + r * n, n) * inv;
 }
 
+void BlockMeans(const float* x, int64_t planes, int64_t h, int64_t w, int64_t p, float* out) {
+  const int64_t bh = h / p, bw = w / p;
+  const float inv = 1.0f / static_cast<float>(bh * bw);
+  for (int64_t c = 0; c < planes; ++c, x += h * w) {
+    for (int64_t i = 0; i < p; ++i) {
+      for (int64_t j = 0; j < p; ++j) {
+        float s = 0;
+        for (int64_t r = i * bh; r < (i + 1) * bh; ++r) s += Sum(x + r * w + j * bw, bw);
+        *out++ = s * inv;
+      }
+    }
+  }
+}
+
 void LinearRows(const float* in, int64_t batch, int64_t in_features, const float* w,
                 const float* bias, int64_t out_features, bool relu, float* out) {
   for (int64_t b = 0; b < batch; ++b) {

@@ -13,6 +13,11 @@ namespace eenn::common {
 // pooling of an NCHW map seen as rows = N * C rows of n = H * W values.
 void RowMeans(const float* x, int64_t rows, int64_t n, float* out);
 
+// Average pooling of `planes` H x W planes to p x p cells each (H and W
+// divisible by p), written plane by plane in row-major cell order: the layout
+// of adaptive_avg_pool2d(x, {p, p}).flatten(1).
+void BlockMeans(const float* x, int64_t planes, int64_t h, int64_t w, int64_t p, float* out);
+
 // out[b, o] = bias[o] + sum_i w[o, i] * in[b, i] (bias may be null), then
 // max(0, .) when `relu`: a Linear layer on `batch` rows, w row-major [out, in].
 void LinearRows(const float* in, int64_t batch, int64_t in_features, const float* w,

@@ -149,6 +149,9 @@ absl::StatusOr<BundleManifest> ParseManifest(absl::string_view json_text) {
     m.spec.head_override = true;
     arch.Merge(head);
   }
+  if (arch.Has("exit_pool")) {
+    arch.Int("exit_pool", &m.spec.exit_pool);
+  }
   if (arch.status().ok()) {
     auto v = ParseVariant(variant);
     if (!v.ok()) arch.Fail(absl::StrCat("architecture.variant: ", v.status().message()));
@@ -197,6 +200,9 @@ absl::StatusOr<BundleManifest> ParseManifest(absl::string_view json_text) {
   if (m.spec.head_override && (m.spec.head.hidden < 0 || m.spec.head.dropout < 0 ||
                                m.spec.head.dropout >= 1)) {
     return fail("architecture.head needs hidden >= 0 and dropout in [0, 1)");
+  }
+  if (m.spec.exit_pool < 1 || m.spec.exit_pool > 64) {
+    return fail("architecture.exit_pool must be in [1, 64]");
   }
   if (static_cast<int64_t>(m.class_names.size()) != m.spec.num_classes) {
     return fail(absl::StrCat("class_names has ", m.class_names.size(), " entries but num_classes is ",
@@ -267,6 +273,7 @@ std::string SerializeManifest(const BundleManifest& m) {
                     {"hidden", m.spec.head.hidden},
                     {"dropout", m.spec.head.dropout}};
   }
+  if (m.spec.exit_pool != 1) arch["exit_pool"] = m.spec.exit_pool;
   j["architecture"] = arch;
   j["class_names"] = m.class_names;
   const size_t c = m.input.shape.empty() ? 0 : static_cast<size_t>(m.input.shape[0]);

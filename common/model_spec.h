@@ -64,6 +64,12 @@ struct ModelSpec {
   // architecture's default (see zoo.h).
   bool head_override = false;  // true: use `head` instead of the default
   HeadConfig head;
+  // Early exits (not the final classifier) with pooled heads average-pool
+  // their input to exit_pool x exit_pool instead of 1x1 and classify the
+  // C * exit_pool^2 features: spatial layout survives, which shallow exits on
+  // wide maps need, for a few thousand extra multiply-adds. 1 = the
+  // reference's global pooling.
+  int64_t exit_pool = 1;
 };
 
 // Static facts about one backbone layer.

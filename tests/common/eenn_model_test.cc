@@ -130,10 +130,12 @@ TEST(EenNetTest, AllExitsForwardShape) {
 
 // At inference a pooled head runs as plain loops (common/head_kernels.h);
 // with gradients on it runs its modules. Both give the same logits, with and
-// without a hidden layer, at batch 1 and in a batch, on odd map sizes.
+// without a hidden layer, with global and 2x2/4x4 exit pooling, at batch 1 and
+// in a batch, on odd map sizes (where a 2x2 pool of an odd map runs the modules).
 TEST(EenNetTest, PooledHeadInferenceLoopsEqualTheModules) {
-  for (int64_t hidden : {int64_t{0}, int64_t{37}}) {
+  for (auto [hidden, pool] : std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {37, 1}, {0, 2}, {0, 4}, {19, 4}}) {
     ModelSpec spec;
+    spec.exit_pool = pool;
     spec.architecture = "resnet18";
     spec.width = 0.25;
     spec.exit_layers = {3, 5, 8};
@@ -144,7 +146,7 @@ TEST(EenNetTest, PooledHeadInferenceLoopsEqualTheModules) {
     testing::Perturb(**n, 11);
     (*n)->eval();
     for (int64_t batch : {1, 3}) {
-      torch::Tensor x = torch::randn({batch, 3, 36, 28});
+      torch::Tensor x = torch::randn({batch, 3, pool == 2 ? 36 : 32, pool == 2 ? 28 : 32});
       std::vector<torch::Tensor> modules = (*n)->ForwardExits(x, (*n)->num_exits() - 1);
       ASSERT_TRUE(modules[0].requires_grad());  // the module path
       torch::NoGradGuard no_grad;
@@ -154,10 +156,19 @@ TEST(EenNetTest, PooledHeadInferenceLoopsEqualTheModules) {
         ASSERT_EQ(loops[g].sizes(), modules[g].sizes());
         const float scale = modules[g].abs().max().item<float>() + 1e-3f;
         EXPECT_LE((loops[g] - modules[g].detach()).abs().max().item<float>(), 1e-5f * scale)
-            << "hidden " << hidden << ", batch " << batch << ", exit " << g;
+            << "hidden " << hidden << ", pool " << pool << ", batch " << batch << ", exit " << g;
       }
     }
   }
+  ModelSpec bad;
+  bad.exit_layers = {3};
+  bad.exit_pool = 0;
+  EXPECT_EQ(EarlyExitNet::Create(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad.exit_pool = 2;
+  bad.head_override = true;
+  bad.head.kind = HeadKind::kConvMlp;
+  bad.head.hidden = 8;
+  EXPECT_EQ(EarlyExitNet::Create(bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 class ThresholdTest : public ::testing::Test {

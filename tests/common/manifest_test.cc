@@ -46,12 +46,14 @@ TEST(ManifestTest, ParsesValidManifest) {
   EXPECT_EQ(m->thresholds, (std::vector<float>{0.9f, 0.0f}));
   EXPECT_EQ(m->confidence, "entropy");
   EXPECT_FALSE(m->spec.head_override);
+  EXPECT_EQ(m->spec.exit_pool, 1);  // absent: the reference's global pooling
   EXPECT_EQ(m->input.resize, ResizeMode::kStretch);
 }
 
 TEST(ManifestTest, RoundTripsThroughSerialize) {
   json j = Valid();
   j["architecture"]["head"] = {{"kind", "pool_linear"}, {"hidden", 64}, {"dropout", 0.1}};
+  j["architecture"]["exit_pool"] = 4;
   j["metadata"] = {{"trained_by", "eenn-train"}};
   auto m = ParseManifest(j.dump());
   ASSERT_TRUE(m.ok()) << m.status();
@@ -60,6 +62,7 @@ TEST(ManifestTest, RoundTripsThroughSerialize) {
   EXPECT_EQ(SerializeManifest(*m), SerializeManifest(*again));
   EXPECT_TRUE(again->spec.head_override);
   EXPECT_EQ(again->spec.head.hidden, 64);
+  EXPECT_EQ(again->spec.exit_pool, 4);
   EXPECT_NE(again->metadata_json.find("eenn-train"), std::string::npos);
 }
 
@@ -73,6 +76,8 @@ TEST(ManifestTest, EachBadFieldIsNamed) {
   ExpectError([](json& j) { j["architecture"]["variant"] = "mnist"; }, "variant");
   ExpectError([](json& j) { j["architecture"]["width"] = 0; }, "width");
   ExpectError([](json& j) { j["class_names"].push_back("d"); }, "class_names");
+  ExpectError([](json& j) { j["architecture"]["exit_pool"] = 0; }, "exit_pool");
+  ExpectError([](json& j) { j["architecture"]["exit_pool"] = "2"; }, "exit_pool");
   ExpectError([](json& j) { j["input"]["shape"] = {3, 32}; }, "input.shape");
   ExpectError([](json& j) { j["input"]["std"] = {1, 0, 1}; }, "input.std");
   ExpectError([](json& j) { j["input"]["mean"] = {1, 1}; }, "input.mean");

@@ -41,6 +41,9 @@ ABSL_FLAG(std::string, train_mode, "end_join", "naive, end_weight, end_join, fre
 ABSL_FLAG(std::string, exit_weights, "",
           "end_weight: comma-separated loss weight per exit, the final classifier's last "
           "(default 1 each).");
+ABSL_FLAG(int, exit_pool, 1,
+          "Early exits average-pool to exit_pool x exit_pool before their classifier (1 = global "
+          "pooling, as the reference; 2 or 4 keep coarse spatial layout for shallow exits).");
 ABSL_FLAG(double, distill, 0,
           "Self-distillation: share of each early exit's loss that matches the final exit's "
           "softened output (0 = cross-entropy only; end_weight, end_join, freeze).");
@@ -91,6 +94,7 @@ int main(int argc, char** argv) {
   o.spec.architecture = absl::GetFlag(FLAGS_model);
   o.spec.variant = *variant;
   o.spec.width = absl::GetFlag(FLAGS_width);
+  o.spec.exit_pool = absl::GetFlag(FLAGS_exit_pool);
   for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_ee), ',', absl::SkipEmpty())) {
     int v;
     if (!absl::SimpleAtoi(t, &v)) return Fail(absl::InvalidArgumentError(absl::StrCat("bad exit layer '", t, "'")));

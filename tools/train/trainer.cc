@@ -203,6 +203,7 @@ json OptionsJson(const TrainOptions& o) {
           {"width", o.spec.width},
           {"num_classes", o.spec.num_classes},
           {"exit_layers", o.spec.exit_layers},
+          {"exit_pool", o.spec.exit_pool},
           {"train_mode", TrainModeName(o.mode)},
           {"exit_weights", o.exit_weights},
           {"distill", o.distill},
