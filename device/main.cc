@@ -25,6 +25,7 @@
 #include "common/manifest.h"
 #include "common/daemon.h"
 #include "common/threads.h"
+#include "common/tls_flags.h"
 #include "device/edge_engine.h"
 #include "device/edge_service.h"
 #include "device/metrics.h"
@@ -39,6 +40,17 @@ ABSL_FLAG(std::string, listen, "0.0.0.0:50052",
           "gRPC address for EdgeService (port 0 picks one; empty: no gRPC, with --source only).");
 ABSL_FLAG(std::string, server, "",
           "Offload server address (host:port, dns:///name:port); empty: everything runs on the device.");
+ABSL_FLAG(bool, server_plaintext, false,
+          "No transport security on the hop to --server (must be chosen explicitly; --plaintext is "
+          "for the listening side).");
+ABSL_FLAG(std::string, server_tls_ca, "",
+          "PEM CA bundle the server's certificate must chain to (default: --tls_ca, else the "
+          "system's roots).");
+ABSL_FLAG(std::string, server_tls_cert, "",
+          "PEM client certificate presented to the server for mutual TLS (default: --tls_cert).");
+ABSL_FLAG(std::string, server_tls_key, "", "PEM private key of --server_tls_cert (default: --tls_key).");
+ABSL_FLAG(std::string, server_tls_name, "",
+          "The name the server's certificate must carry (default: the host of --server).");
 ABSL_FLAG(int, split, -1, "Split layer: the device runs layers below it (-1: after the last early exit).");
 ABSL_FLAG(std::string, encoding, "fp32", "Wire encoding of the split tensor: fp32, fp16 or int8.");
 ABSL_FLAG(std::string, compression, "none", "Lossless compression of the split tensor: none or zstd.");
@@ -121,7 +133,21 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<eenn::device::OffloadClient> client;
   if (!absl::GetFlag(FLAGS_server).empty()) {
-    auto c = eenn::device::MakeGrpcOffloadClient({absl::GetFlag(FLAGS_server), absl::GetFlag(FLAGS_max_message_bytes)});
+    eenn::device::GrpcOffloadClientOptions co;
+    co.target = absl::GetFlag(FLAGS_server);
+    co.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+    const eenn::common::TlsOptions own = eenn::common::TlsFromFlags();
+    co.tls.plaintext = absl::GetFlag(FLAGS_server_plaintext);
+    if (!co.tls.plaintext) {
+      auto pick = [](const std::string& specific, const std::string& shared) {
+        return specific.empty() ? shared : specific;
+      };
+      co.tls.ca = pick(absl::GetFlag(FLAGS_server_tls_ca), own.ca);
+      co.tls.cert = pick(absl::GetFlag(FLAGS_server_tls_cert), own.cert);
+      co.tls.key = pick(absl::GetFlag(FLAGS_server_tls_key), own.key);
+      co.tls.server_name = absl::GetFlag(FLAGS_server_tls_name);
+    }
+    auto c = eenn::device::MakeGrpcOffloadClient(co);
     if (!c.ok()) return Fail(c.status());
     client = std::move(*c);
   }
@@ -174,10 +200,12 @@ int main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server;
   int grpc_port = 0;
   if (!absl::GetFlag(FLAGS_listen).empty()) {
+    auto credentials = eenn::common::MakeServerCredentials(eenn::common::TlsFromFlags());
+    if (!credentials.ok()) return Fail(credentials.status());
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &grpc_port);
+    builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *credentials, &grpc_port);
     builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
     builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
     builder.RegisterService(&service);
@@ -188,12 +216,12 @@ int main(int argc, char** argv) {
     }
     server->GetHealthCheckService()->SetServingStatus(true);
   }
-  std::printf("eenn-device: serving model '%s' version '%s' (%s, split %d of %d layers, %s%s) on port %d, "
+  std::printf("eenn-device: serving model '%s' version '%s' (%s, split %d of %d layers, %s%s) on port %d (%s), "
               "metrics on port %d\n",
               m.name.c_str(), m.version.c_str(), m.architecture.c_str(), (*engine)->split_layer(), m.num_layers,
               absl::GetFlag(FLAGS_encoding).c_str(),
               absl::GetFlag(FLAGS_compression) == "none" ? "" : ("+" + absl::GetFlag(FLAGS_compression)).c_str(),
-              grpc_port, metrics_port);
+              grpc_port, eenn::common::DescribeServer(eenn::common::TlsFromFlags()).c_str(), metrics_port);
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_ready_file).empty()) {
     auto s = eenn::common::WriteReadyFile(absl::GetFlag(FLAGS_ready_file), grpc_port, metrics_port);

@@ -13,15 +13,16 @@ namespace {
 
 class GrpcOffloadClient final : public OffloadClient {
  public:
-  explicit GrpcOffloadClient(const GrpcOffloadClientOptions& o) : target_(o.target) {
-    grpc::ChannelArguments args;
+  GrpcOffloadClient(const GrpcOffloadClientOptions& o, grpc::ChannelArguments args,
+                    std::shared_ptr<grpc::ChannelCredentials> credentials)
+      : target_(o.target) {
     args.SetMaxReceiveMessageSize(o.max_message_bytes);
     args.SetMaxSendMessageSize(o.max_message_bytes);
     // Reconnect quickly after a server restart.
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-    channel_ = grpc::CreateCustomChannel(o.target, grpc::InsecureChannelCredentials(), args);
+    channel_ = grpc::CreateCustomChannel(o.target, std::move(credentials), args);
     stub_ = v1::OffloadService::NewStub(channel_);
   }
 
@@ -92,7 +93,10 @@ class GrpcOffloadClient final : public OffloadClient {
 
 absl::StatusOr<std::unique_ptr<OffloadClient>> MakeGrpcOffloadClient(const GrpcOffloadClientOptions& options) {
   if (options.target.empty()) return absl::InvalidArgumentError("offload server address is empty");
-  return std::unique_ptr<OffloadClient>(new GrpcOffloadClient(options));
+  grpc::ChannelArguments args;
+  auto credentials = common::MakeChannelCredentials(options.tls, &args);
+  if (!credentials.ok()) return credentials.status();
+  return std::unique_ptr<OffloadClient>(new GrpcOffloadClient(options, std::move(args), *std::move(credentials)));
 }
 
 }  // namespace eenn::device

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "common/model_spec.h"
 #include "common/tensor_codec.h"
+#include "common/tls.h"
 
 namespace eenn::device {
 
@@ -64,6 +65,7 @@ class OffloadClient {
 struct GrpcOffloadClientOptions {
   std::string target;                    // "host:port", "dns:///name:port", "ipv4:a:p,b:p"
   int max_message_bytes = 16 << 20;      // largest message sent or received
+  common::TlsOptions tls;                // transport security of the hop
 };
 
 absl::StatusOr<std::unique_ptr<OffloadClient>> MakeGrpcOffloadClient(const GrpcOffloadClientOptions& options);

@@ -17,6 +17,7 @@
 #include "common/daemon.h"
 #include "common/manifest.h"
 #include "common/threads.h"
+#include "common/tls_flags.h"
 #include "server/metrics.h"
 #include "server/offload_engine.h"
 #include "server/offload_service.h"
@@ -83,9 +84,11 @@ int main(int argc, char** argv) {
   eenn::server::OffloadServiceImpl service(engine->get(), &metrics);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  auto credentials = eenn::common::MakeServerCredentials(eenn::common::TlsFromFlags());
+  if (!credentials.ok()) return Fail(credentials.status());
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *credentials, &grpc_port);
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   builder.RegisterService(&service);
@@ -98,9 +101,9 @@ int main(int argc, char** argv) {
   health->SetServingStatus(true);
   metrics.ready->Set(1);
   const auto& m = (*engine)->model();
-  std::printf("eenn-server: serving model '%s' version '%s' (%s, %d layers) on port %d, metrics on port %d\n",
+  std::printf("eenn-server: serving model '%s' version '%s' (%s, %d layers) on port %d (%s), metrics on port %d\n",
               m.name.c_str(), m.version.c_str(), m.architecture.c_str(), m.num_layers, grpc_port,
-              metrics_port);
+              eenn::common::DescribeServer(eenn::common::TlsFromFlags()).c_str(), metrics_port);
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_ready_file).empty()) {
     auto s = eenn::common::WriteReadyFile(absl::GetFlag(FLAGS_ready_file), grpc_port, metrics_port);

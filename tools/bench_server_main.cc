@@ -37,6 +37,7 @@
 #include "common/bundle.h"
 #include "common/image.h"
 #include "common/profile.h"
+#include "common/tls_flags.h"
 #include "common/tensor_codec.h"
 #include "common/tensor_image.h"
 #include "common/threads.h"
@@ -133,14 +134,17 @@ int main(int argc, char** argv) {
                         {"compression", absl::GetFlag(FLAGS_compression)},
                         {"bytes_per_offload", static_cast<double>(bytes) / requests.size()},
                         {"levels", nlohmann::json::array()}};
+  const eenn::common::TlsOptions tls = eenn::common::TlsFromFlags();
   for (int level : levels) {
     std::vector<std::unique_ptr<eenn::v1::OffloadService::Stub>> stubs;
     for (int d = 0; d < level; ++d) {
       grpc::ChannelArguments args;
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // one connection per device
       args.SetMaxSendMessageSize(64 << 20);
-      stubs.push_back(eenn::v1::OffloadService::NewStub(grpc::CreateCustomChannel(
-          absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(), args)));
+      auto credentials = eenn::common::MakeChannelCredentials(tls, &args);
+      if (!credentials.ok()) return Fail(credentials.status().ToString());
+      stubs.push_back(eenn::v1::OffloadService::NewStub(
+          grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), *credentials, args)));
     }
     std::atomic<bool> measuring{false}, stop{false};
     std::atomic<int64_t> errors{0};

@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "common/image.h"
 #include "common/profile.h"
+#include "common/tls_flags.h"
 #include "proto/eenn.grpc.pb.h"
 #include "proto/wire.h"
 
@@ -71,7 +72,9 @@ int main(int argc, char** argv) {
   grpc::ChannelArguments chargs;
   chargs.SetMaxReceiveMessageSize(64 << 20);
   chargs.SetMaxSendMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_device), grpc::InsecureChannelCredentials(), chargs);
+  auto credentials = eenn::common::MakeChannelCredentials(eenn::common::TlsFromFlags(), &chargs);
+  if (!credentials.ok()) return Fail(credentials.status().ToString());
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_device), *credentials, chargs);
   auto stub = eenn::v1::EdgeService::NewStub(channel);
   eenn::v1::ModelInfo info;
   {

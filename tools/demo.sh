@@ -36,22 +36,27 @@ wait_ready() {  # file pid name
 port_of() { sed -E 's/.*"grpc_port": ([0-9]+).*/\1/' "$1"; }
 
 echo "== eenn demo: collaborative early-exit inference with $BUNDLE on loopback"
+# Mutual TLS on both hops, with a throwaway CA made for this run.
+tools/make-certs.sh "$RUN/certs" server device client
+C="$RUN/certs"
 # One LibTorch thread each: the two daemons share this machine's cores.
 build/bin/eenn-server --bundle "$BUNDLE" --listen 127.0.0.1:0 --metrics_address 127.0.0.1:0 \
-  --threads 1 --ready_file "$RUN/server.ready" > "$RUN/server.log" 2>&1 &
+  --tls_cert "$C/server.pem" --tls_key "$C/server.key" --tls_ca "$C/ca.pem" --threads 1 --ready_file "$RUN/server.ready" > "$RUN/server.log" 2>&1 &
 SERVER_PID=$!
 wait_ready "$RUN/server.ready" "$SERVER_PID" server
 SERVER_PORT="$(port_of "$RUN/server.ready")"
 # shellcheck disable=SC2086
 build/bin/eenn-device --bundle "$BUNDLE" --server "127.0.0.1:$SERVER_PORT" --listen 127.0.0.1:0 \
-  --metrics_address 127.0.0.1:0 --threads 1 --ready_file "$RUN/device.ready" ${EENN_DEMO_ARGS:-} \
+  --metrics_address 127.0.0.1:0 --tls_cert "$C/device.pem" --tls_key "$C/device.key" --tls_ca "$C/ca.pem" \
+  --threads 1 --ready_file "$RUN/device.ready" ${EENN_DEMO_ARGS:-} \
   > "$RUN/device.log" 2>&1 &
 DEVICE_PID=$!
 wait_ready "$RUN/device.ready" "$DEVICE_PID" device
 DEVICE_PORT="$(port_of "$RUN/device.ready")"
 head -n 2 "$RUN/server.log" "$RUN/device.log" | grep -v '^$' | grep -v '^==>' || true
 echo "-- classifying $(find "$DATA" -name '*.jpg' | wc -l) images through eenn-device (127.0.0.1:$DEVICE_PORT)"
-build/bin/eenn-client --device "127.0.0.1:$DEVICE_PORT" --concurrency 4 "$DATA"
+build/bin/eenn-client --device "127.0.0.1:$DEVICE_PORT" --concurrency 4 \
+  --tls_cert "$C/client.pem" --tls_key "$C/client.key" --tls_ca "$C/ca.pem" "$DATA"
 echo "-- shutting down"
 kill -TERM "$DEVICE_PID" "$SERVER_PID"
 wait "$DEVICE_PID" && wait "$SERVER_PID" && echo "demo: both daemons drained and exited cleanly"

@@ -32,6 +32,7 @@
 #include "common/daemon.h"
 #include "common/planner.h"
 #include "common/profile.h"
+#include "common/tls_flags.h"
 #include "proto/eenn.grpc.pb.h"
 #include "proto/wire.h"
 
@@ -81,7 +82,10 @@ absl::StatusOr<std::vector<double>> ParseList(const std::string& flag, const std
 
 // The live plan of a running eenn-device.
 int QueryDevice(const std::string& target) {
-  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  grpc::ChannelArguments args;
+  auto credentials = eenn::common::MakeChannelCredentials(eenn::common::TlsFromFlags(), &args);
+  if (!credentials.ok()) return Fail(credentials.status());
+  auto channel = grpc::CreateCustomChannel(target, *credentials, args);
   auto stub = eenn::v1::PlannerService::NewStub(channel);
   eenn::v1::PlanRequest req;
   if (absl::GetFlag(FLAGS_what_if_bandwidth_mbps) >= 0) {

@@ -11,7 +11,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libopencv-dev prometheus-cpp-dev nlohmann-json3-dev libssl-dev zlib1g-dev
-  libzstd-dev prometheus
+  libzstd-dev prometheus openssl
   libgtest-dev libgmock-dev libbenchmark-dev dataset-fashion-mnist
   python3-torch python3-torchvision
 )

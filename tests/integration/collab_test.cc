@@ -65,7 +65,7 @@ std::map<std::string, nlohmann::json> ReadResults(const std::string& path) {
 
 nlohmann::json RunClient(const std::string& device, const std::string& images, const std::string& results,
                          const std::string& extra = "") {
-  auto r = RunCommand(BinPath("eenn-client") + " --quiet --json --device=" + device + " --results=" + results +
+  auto r = RunCommand(BinPath("eenn-client") + " --plaintext --quiet --json --device=" + device + " --results=" + results +
                       " " + extra + " " + images + " 2>&1");
   auto j = nlohmann::json::parse(r.out, nullptr, false);
   if (j.is_discarded()) {
@@ -113,13 +113,14 @@ class CollabTest : public ::testing::Test {
 
   void StartServer(Daemon& s, const std::string& bundle = "bundle", std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {"--bundle=" + dir_->Join(bundle), "--listen=127.0.0.1:0",
-                                     "--metrics_address=127.0.0.1:0"};
+                                     "--metrics_address=127.0.0.1:0", "--plaintext"};
     args.insert(args.end(), extra.begin(), extra.end());
     StartDaemon(s, "eenn-server", args, dir_->path(), "server" + std::to_string(counter_++));
   }
   void StartDevice(Daemon& d, const std::string& server_addr, std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {"--bundle=" + dir_->Join("bundle"), "--listen=127.0.0.1:0",
-                                     "--metrics_address=127.0.0.1:0", "--server=" + server_addr};
+                                     "--metrics_address=127.0.0.1:0", "--server=" + server_addr,
+                                     "--plaintext", "--server_plaintext"};
     args.insert(args.end(), extra.begin(), extra.end());
     StartDaemon(d, "eenn-device", args, dir_->path(), "device" + std::to_string(counter_++));
   }
@@ -164,6 +165,85 @@ TEST_F(CollabTest, EverySplitMatchesLocalInferenceWithFp32) {
   }
   server.proc.Kill(SIGTERM);
   EXPECT_EQ(server.proc.Wait(), 0);
+}
+
+// Mutual TLS on both hops with a throwaway CA made by tools/make-certs.sh (openssl)
+// at test time; a second, unrelated CA plays the attacker.
+TEST_F(CollabTest, MutualTlsOnBothHopsRefusesUnknownPeers) {
+  const std::string make = std::string(EENN_SOURCE_DIR) + "/tools/make-certs.sh ";
+  const std::string good = dir_->Join("pki"), rogue = dir_->Join("rogue");
+  ASSERT_EQ(RunCommand(make + good + " server device client 2>&1").exit_code, 0);
+  ASSERT_EQ(RunCommand(make + rogue + " server client 2>&1").exit_code, 0);
+  auto identity = [](const std::string& pki, const std::string& name) {
+    return std::vector<std::string>{"--tls_cert=" + pki + "/" + name + ".pem",
+                                    "--tls_key=" + pki + "/" + name + ".key"};
+  };
+  auto join = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  const std::string ca = "--tls_ca=" + good + "/ca.pem";
+  const std::vector<std::string> common_args = {"--bundle=" + dir_->Join("bundle"), "--listen=127.0.0.1:0",
+                                                "--metrics_address=127.0.0.1:0"};
+  Daemon server, device;
+  StartDaemon(server, "eenn-server", join(join(common_args, identity(good, "server")), {ca}), dir_->path(),
+              "tls_server");
+  StartDaemon(device, "eenn-device",
+              join(join(common_args, identity(good, "device")), {ca, "--server=" + server.addr(), "--split=1"}),
+              dir_->path(), "tls_device");
+  auto client = [&](const std::string& tls) {
+    return RunCommand(BinPath("eenn-client") + " --quiet --json --device=" + device.addr() + " --results=" +
+                      Results() + " " + tls + " " + dir_->Join("images") + " 2>&1");
+  };
+  const std::string good_client = "--tls_cert=" + good + "/client.pem --tls_key=" + good + "/client.key " + ca;
+
+  // mTLS end to end: every request answered, offloads reach the server over TLS.
+  auto ok = client(good_client);
+  ASSERT_EQ(ok.exit_code, 0) << ok.out;
+  auto summary = nlohmann::json::parse(ok.out);
+  EXPECT_EQ(summary["answered"], 24);
+  EXPECT_GT(summary["decided"]["server"].get<int>(), 0) << summary.dump();
+  EXPECT_EQ(summary["decided"]["fallback"], 0);
+
+  // Refused: no client certificate, a certificate from another CA, plaintext.
+  for (const std::string& bad : {ca, "--tls_cert=" + rogue + "/client.pem --tls_key=" + rogue + "/client.key " + ca,
+                                 std::string("--plaintext")}) {
+    SCOPED_TRACE(bad);
+    auto r = client(bad);
+    EXPECT_NE(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("cannot reach eenn-device"), std::string::npos) << r.out;
+  }
+  // A client that does not trust the device's CA refuses the device.
+  auto distrust = client("--tls_cert=" + good + "/client.pem --tls_key=" + good + "/client.key --tls_ca=" + rogue +
+                         "/ca.pem");
+  EXPECT_NE(distrust.exit_code, 0) << distrust.out;
+  // The device kept serving.
+  auto again = client(good_client);
+  ASSERT_EQ(again.exit_code, 0) << again.out;
+  EXPECT_EQ(nlohmann::json::parse(again.out)["answered"], 24);
+
+  // A server presenting a certificate from another CA: the device refuses it
+  // and answers every request itself (fallback), none lost.
+  Daemon impostor, device2;
+  StartDaemon(impostor, "eenn-server", join(join(common_args, identity(rogue, "server")), {ca}), dir_->path(),
+              "tls_impostor");
+  StartDaemon(device2, "eenn-device",
+              join(join(common_args, identity(good, "device")),
+                   {ca, "--server=" + impostor.addr(), "--split=1", "--offload_timeout_ms=2000"}),
+              dir_->path(), "tls_device2");
+  auto fb = RunCommand(BinPath("eenn-client") + " --quiet --json --device=" + device2.addr() + " --results=" +
+                       Results() + " " + good_client + " " + dir_->Join("images") + " 2>&1");
+  ASSERT_EQ(fb.exit_code, 0) << fb.out;
+  auto fs = nlohmann::json::parse(fb.out);
+  EXPECT_EQ(fs["answered"], 24);
+  EXPECT_EQ(fs["decided"]["server"], 0) << fs.dump();
+  EXPECT_GT(fs["decided"]["fallback"].get<int>(), 0) << fs.dump();
+
+  // Without certificates and without --plaintext a daemon refuses to start.
+  auto bare = RunCommand(BinPath("eenn-server") + " --threads=1 --metrics_address= --listen=127.0.0.1:0 --bundle=" +
+                         dir_->Join("bundle") + " 2>&1");
+  EXPECT_NE(bare.exit_code, 0);
+  EXPECT_NE(bare.out.find("--plaintext"), std::string::npos) << bare.out;
 }
 
 TEST_F(CollabTest, Int8AndFp16ShrinkThePayloadAndKeepTheClass) {
@@ -383,7 +463,7 @@ TEST_F(CollabTest, LivePlannerMovesTheSplitAndAnswersPlanQueries) {
   auto lint = RunCommand("promtool check metrics < " + dir_->Join("planner.prom") + " 2>&1");
   EXPECT_EQ(lint.exit_code, 0) << lint.out;
 
-  auto q = RunCommand(BinPath("eenn-plan") + " --json --device " + device.addr() + " 2>&1");
+  auto q = RunCommand(BinPath("eenn-plan") + " --plaintext --json --device " + device.addr() + " 2>&1");
   ASSERT_EQ(q.exit_code, 0) << q.out;
   auto plan = nlohmann::json::parse(q.out, nullptr, false);
   ASSERT_FALSE(plan.is_discarded()) << q.out;
@@ -396,7 +476,7 @@ TEST_F(CollabTest, LivePlannerMovesTheSplitAndAnswersPlanQueries) {
     for (const char* k : {"split", "expected_ms", "bytes", "offload_share"}) EXPECT_TRUE(c.contains(k)) << k;
   }
   // What if the link were a trickle: keep everything on the device.
-  auto w = RunCommand(BinPath("eenn-plan") + " --json --what_if_bandwidth_mbps 0.0001 --device " + device.addr());
+  auto w = RunCommand(BinPath("eenn-plan") + " --plaintext --json --what_if_bandwidth_mbps 0.0001 --device " + device.addr());
   ASSERT_EQ(w.exit_code, 0) << w.out;
   auto trickle = nlohmann::json::parse(w.out);
   EXPECT_TRUE(trickle["hypothetical"].get<bool>());
@@ -410,7 +490,7 @@ TEST_F(CollabTest, LivePlannerMovesTheSplitAndAnswersPlanQueries) {
   // A device without profiles has no PlannerService.
   Daemon plain;
   StartDevice(plain, server.addr());
-  auto none = RunCommand(BinPath("eenn-plan") + " --device " + plain.addr() + " 2>&1");
+  auto none = RunCommand(BinPath("eenn-plan") + " --plaintext --device " + plain.addr() + " 2>&1");
   EXPECT_NE(none.exit_code, 0);
   EXPECT_NE(none.out.find("UNIMPLEMENTED"), std::string::npos) << none.out;
 }

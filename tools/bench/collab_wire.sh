@@ -17,7 +17,7 @@ trap 'for p in $PIDS; do kill -TERM $p 2>/dev/null || true; done; wait 2>/dev/nu
 wait_ready() { for _ in $(seq 1 600); do [ -s "$1" ] && return 0; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
 port_of() { sed -E 's/.*"grpc_port": ([0-9]+).*/\1/' "$1"; }
 
-build/bin/eenn-server --bundle "$BUNDLE" --listen 127.0.0.1:0 --metrics_address "" --threads 1 \
+build/bin/eenn-server --bundle "$BUNDLE" --listen 127.0.0.1:0 --metrics_address "" --threads 1 --plaintext \
   --ready_file "$RUN/server.ready" > "$RUN/server.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_ready "$RUN/server.ready"
@@ -25,11 +25,12 @@ SERVER="127.0.0.1:$(port_of "$RUN/server.ready")"
 for enc in fp32 fp16 int8 int8+zstd; do
   e="${enc%%+*}"; c="none"; [ "$enc" != "$e" ] && c="zstd"
   build/bin/eenn-device --bundle "$BUNDLE" --server "$SERVER" --listen 127.0.0.1:0 --metrics_address "" \
+    --plaintext --server_plaintext \
     --threads 1 --split "$SPLIT" --encoding "$e" --compression "$c" --ready_file "$RUN/$enc.ready" \
     > "$RUN/$enc.log" 2>&1 &
   pid=$!
   wait_ready "$RUN/$enc.ready"
-  build/bin/eenn-client --quiet --json --concurrency 4 --device "127.0.0.1:$(port_of "$RUN/$enc.ready")" \
+  build/bin/eenn-client --plaintext --quiet --json --concurrency 4 --device "127.0.0.1:$(port_of "$RUN/$enc.ready")" \
     --results "$RUN/$enc.jsonl" "$DATA" > "$RUN/$enc.json"
   kill -TERM $pid; wait $pid
 done

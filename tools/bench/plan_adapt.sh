@@ -36,11 +36,11 @@ done
 netns_up
 shape "$RATE_A"
 
-ip netns exec "$NS" "$BIN/eenn-server" --bundle "$BUNDLE" --listen 127.0.0.1:0 --metrics_address "" --threads 1 \
+ip netns exec "$NS" "$BIN/eenn-server" --bundle "$BUNDLE" --plaintext --listen 127.0.0.1:0 --metrics_address "" --threads 1 \
   --ready_file "$RUN/server.ready" > "$RUN/server.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_ready "$RUN/server.ready"
-devx ip netns exec "$NS" "$BIN/eenn-device" --bundle "$BUNDLE" \
+devx ip netns exec "$NS" "$BIN/eenn-device" --bundle "$BUNDLE" --plaintext --server_plaintext \
   --server "127.0.0.1:$(field "$RUN/server.ready" grpc_port)" --listen 127.0.0.1:0 \
   --metrics_address 127.0.0.1:0 --threads 1 --encoding "$enc" --compression "$comp" \
   --device_profile "$RUN/device_profile/profile_summary.json" \
@@ -51,7 +51,7 @@ wait_ready "$RUN/device.ready"
 DEVICE="127.0.0.1:$(field "$RUN/device.ready" grpc_port)"
 METRICS="http://127.0.0.1:$(field "$RUN/device.ready" metrics_port)/metrics"
 
-ip netns exec "$NS" "$BIN/eenn-client" --quiet --json --concurrency 1 --device "$DEVICE" "$DATA" \
+ip netns exec "$NS" "$BIN/eenn-client" --plaintext --quiet --json --concurrency 1 --device "$DEVICE" "$DATA" \
   > "$RUN/client.json" 2>&1 &
 CLIENT=$!
 PIDS="$PIDS $CLIENT"

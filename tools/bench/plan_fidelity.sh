@@ -52,11 +52,11 @@ LAYERS=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['ee
 
 netns_up
 
-ip netns exec "$NS" "$BIN/eenn-server" --bundle "$BUNDLE" --listen 127.0.0.1:0 --metrics_address "" --threads "$SRV_THREADS" \
+ip netns exec "$NS" "$BIN/eenn-server" --bundle "$BUNDLE" --plaintext --listen 127.0.0.1:0 --metrics_address "" --threads "$SRV_THREADS" \
   --ready_file "$RUN/server.ready" > "$RUN/server.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_ready "$RUN/server.ready"
-devx ip netns exec "$NS" "$BIN/eenn-device" --bundle "$BUNDLE" --server "127.0.0.1:$(field "$RUN/server.ready" grpc_port)" \
+devx ip netns exec "$NS" "$BIN/eenn-device" --bundle "$BUNDLE" --plaintext --server_plaintext --server "127.0.0.1:$(field "$RUN/server.ready" grpc_port)" \
   --listen 127.0.0.1:0 --metrics_address "" --threads "$DEV_THREADS" --encoding "$enc" --compression "$comp" \
   --ready_file "$RUN/device.ready" > "$RUN/device.log" 2>&1 &
 PIDS="$PIDS $!"
@@ -66,7 +66,7 @@ DEVICE="127.0.0.1:$(field "$RUN/device.ready" grpc_port)"
 for rate in $RATES; do
   shape "$rate"
   for s in $(seq 0 "$LAYERS"); do
-    nsx "$BIN/eenn-client" --quiet --json --concurrency 1 --split "$s" --device "$DEVICE" \
+    nsx "$BIN/eenn-client" --plaintext --quiet --json --concurrency 1 --split "$s" --device "$DEVICE" \
       "$RUN/images" > "$RUN/m_${rate}_${s}.json"
   done
   rtt=$(field "$RUN/m_${rate}_${LAYERS}.json" rtt_ms)
