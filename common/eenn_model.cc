@@ -11,7 +11,6 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "common/head_kernels.h"
 #include "absl/strings/str_join.h"
 #include "common/fast_forward.h"
 #include "common/head_kernels.h"

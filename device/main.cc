@@ -131,12 +131,13 @@ int main(int argc, char** argv) {
   eenn::device::DeviceMetrics metrics(*registry, manifest->model_name, manifest->model_version,
                                       manifest->spec.exit_layers);
 
+  const eenn::common::TlsOptions tls = eenn::common::TlsFromFlags();
   std::unique_ptr<eenn::device::OffloadClient> client;
   if (!absl::GetFlag(FLAGS_server).empty()) {
     eenn::device::GrpcOffloadClientOptions co;
     co.target = absl::GetFlag(FLAGS_server);
     co.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-    const eenn::common::TlsOptions own = eenn::common::TlsFromFlags();
+    const eenn::common::TlsOptions& own = tls;
     co.tls.plaintext = absl::GetFlag(FLAGS_server_plaintext);
     if (!co.tls.plaintext) {
       auto pick = [](const std::string& specific, const std::string& shared) {
@@ -200,7 +201,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server;
   int grpc_port = 0;
   if (!absl::GetFlag(FLAGS_listen).empty()) {
-    auto credentials = eenn::common::MakeServerCredentials(eenn::common::TlsFromFlags());
+    auto credentials = eenn::common::MakeServerCredentials(tls);
     if (!credentials.ok()) return Fail(credentials.status());
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -221,7 +222,7 @@ int main(int argc, char** argv) {
               m.name.c_str(), m.version.c_str(), m.architecture.c_str(), (*engine)->split_layer(), m.num_layers,
               absl::GetFlag(FLAGS_encoding).c_str(),
               absl::GetFlag(FLAGS_compression) == "none" ? "" : ("+" + absl::GetFlag(FLAGS_compression)).c_str(),
-              grpc_port, eenn::common::DescribeServer(eenn::common::TlsFromFlags()).c_str(), metrics_port);
+              grpc_port, eenn::common::DescribeServer(tls).c_str(), metrics_port);
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_ready_file).empty()) {
     auto s = eenn::common::WriteReadyFile(absl::GetFlag(FLAGS_ready_file), grpc_port, metrics_port);

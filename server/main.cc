@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
   eenn::server::OffloadServiceImpl service(engine->get(), &metrics);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  auto credentials = eenn::common::MakeServerCredentials(eenn::common::TlsFromFlags());
+  const eenn::common::TlsOptions tls = eenn::common::TlsFromFlags();
+  auto credentials = eenn::common::MakeServerCredentials(tls);
   if (!credentials.ok()) return Fail(credentials.status());
   grpc::ServerBuilder builder;
   int grpc_port = 0;
@@ -103,7 +104,7 @@ int main(int argc, char** argv) {
   const auto& m = (*engine)->model();
   std::printf("eenn-server: serving model '%s' version '%s' (%s, %d layers) on port %d (%s), metrics on port %d\n",
               m.name.c_str(), m.version.c_str(), m.architecture.c_str(), m.num_layers, grpc_port,
-              eenn::common::DescribeServer(eenn::common::TlsFromFlags()).c_str(), metrics_port);
+              eenn::common::DescribeServer(tls).c_str(), metrics_port);
   std::fflush(stdout);
   if (!absl::GetFlag(FLAGS_ready_file).empty()) {
     auto s = eenn::common::WriteReadyFile(absl::GetFlag(FLAGS_ready_file), grpc_port, metrics_port);
