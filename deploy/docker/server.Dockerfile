@@ -1,0 +1,42 @@
+# eenn-server image. Build from the repository root:
+#   docker build -f deploy/docker/server.Dockerfile -t eenn/eenn-server:0.1.0 .
+# Run (flags after the image name; TLS flags or an explicit --plaintext are required):
+#   docker run -p 50051:50051 -p 9091:9091 eenn/eenn-server:0.1.0 --plaintext --threads=2
+# The build context is limited by server.Dockerfile.dockerignore (BuildKit).
+
+# ---- build: the Debian 12 packages of tools/setup.sh needed to compile the daemon.
+FROM debian:12 AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      build-essential cmake pkg-config \
+      libtorch-dev \
+      libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
+      libabsl-dev libopencv-dev prometheus-cpp-dev nlohmann-json3-dev libssl-dev zlib1g-dev \
+      libzstd-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY CMakeLists.txt ./
+COPY common common
+COPY proto proto
+COPY server server
+COPY device device
+COPY tools tools
+RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEENN_BUILD_TESTS=OFF \
+ && cmake --build build -j"$(nproc)" --target eenn-server \
+ && strip --strip-debug build/bin/eenn-server
+
+# ---- runtime: the shared libraries eenn-server links against, the binary, the bundle.
+FROM debian:12
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      libtorch1.13 libopenblas0-openmp \
+      libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
+      libprometheus-cpp-core1.0 libssl3 libzstd1 libstdc++6 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin eenn
+COPY --from=build /src/build/bin/eenn-server /usr/local/bin/eenn-server
+COPY models/cifar10-resnet18 /opt/eenn/models/cifar10-resnet18
+USER 10001
+# gRPC (OffloadService, grpc.health.v1, reflection) and Prometheus /metrics.
+EXPOSE 50051 9091
+ENTRYPOINT ["/usr/local/bin/eenn-server", "--bundle=/opt/eenn/models/cifar10-resnet18", "--listen=0.0.0.0:50051", "--metrics_address=0.0.0.0:9091"]
