@@ -23,8 +23,23 @@ struct DecodeLimits {
   int64_t max_pixels = 64LL << 20;    // refuse larger decoded images (W * H)
 };
 
-// Decodes JPEG/PNG/BMP/... bytes. InvalidArgument for empty, oversized,
-// corrupt or undecodable input.
+// What an image's header declares, read without decoding it.
+struct ImageHeader {
+  std::string format;  // "jpeg", "png", "bmp", "webp" or "pnm"
+  int64_t width = 0;
+  int64_t height = 0;
+};
+
+// Reads the format and dimensions from the first bytes of an image, so that a
+// declared size can be refused before any pixel memory is allocated.
+// InvalidArgument for an unsupported format (anything but JPEG, PNG, BMP, WebP
+// and PNM) or a header that is truncated or inconsistent, naming which.
+absl::StatusOr<ImageHeader> ReadImageHeader(absl::string_view bytes);
+
+// Decodes JPEG/PNG/BMP/WebP/PNM bytes. The header is checked first (format,
+// declared width x height against limits.max_pixels, a JPEG's end-of-image
+// marker), then the pixels are decoded. InvalidArgument for empty, oversized,
+// truncated, corrupt or unsupported input.
 absl::StatusOr<cv::Mat> DecodeImage(absl::string_view bytes, const DecodeLimits& limits = {});
 
 // Reads and decodes an image file. NotFound when it cannot be read.

@@ -8,6 +8,7 @@
 #include <limits>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define EENN_CODEC_X86 1
 #endif
@@ -111,8 +112,14 @@ void QuantizeInt8(const float* v, int64_t n, float inv, int32_t zp, int8_t* out)
 #ifdef EENN_CODEC_X86
 // Hardware half conversion (F16C, IEEE round to nearest even, subnormals
 // included), used when the CPU has it.
+// CPUID leaf 1, ECX: bit 28 AVX, bit 29 F16C (clang's __builtin_cpu_supports
+// does not know "f16c").
 bool HasF16c() {
-  static const bool has = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  static const bool has = [] {
+    unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+    return (ecx & (1u << 28)) != 0 && (ecx & (1u << 29)) != 0;
+  }();
   return has;
 }
 

@@ -80,6 +80,82 @@ TEST(ImageTest, BadInputsAreRefusedClearly) {
   EXPECT_EQ(ReadImageFile("/nonexistent.png").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(ImageTest, HeadersGiveEverySupportedFormatsSizeWithoutDecoding) {
+  cv::Mat m(23, 41, CV_8UC3, cv::Scalar(10, 20, 30));
+  for (const auto& [ext, format] : std::vector<std::pair<std::string, std::string>>{
+           {".jpg", "jpeg"}, {".png", "png"}, {".bmp", "bmp"}, {".webp", "webp"}, {".ppm", "pnm"}}) {
+    const std::string bytes = Encode(m, ext);
+    auto h = ReadImageHeader(bytes);
+    ASSERT_TRUE(h.ok()) << ext << ": " << h.status();
+    EXPECT_EQ(h->format, format);
+    EXPECT_EQ(h->width, 41) << ext;
+    EXPECT_EQ(h->height, 23) << ext;
+    auto img = DecodeImage(bytes);
+    ASSERT_TRUE(img.ok()) << ext << ": " << img.status();
+    EXPECT_EQ(img->cols, 41);
+  }
+  std::vector<int> lossless = {cv::IMWRITE_WEBP_QUALITY, 101};
+  std::vector<uchar> buf;
+  ASSERT_TRUE(cv::imencode(".webp", m, buf, lossless));
+  auto h = ReadImageHeader(std::string(buf.begin(), buf.end()));
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->width, 41);
+  EXPECT_EQ(h->height, 23);
+  // A grey PNM with a comment in its header.
+  h = ReadImageHeader("P5\n# made by hand\n7 3\n255\n" + std::string(21, '\x80'));
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->width, 7);
+  EXPECT_EQ(h->height, 3);
+}
+
+TEST(ImageTest, DeclaredHugeImagesAreRefusedBeforeDecoding) {
+  // A real 16x16 PNG whose IHDR is rewritten to declare 20000 x 20000: the
+  // refusal must come from the header (decoding would allocate 1.2 GB).
+  cv::Mat m(16, 16, CV_8UC3, cv::Scalar(1, 2, 3));
+  std::string png = Encode(m, ".png");
+  const unsigned char dims[8] = {0, 0, 0x4E, 0x20, 0, 0, 0x4E, 0x20};
+  png.replace(16, 8, reinterpret_cast<const char*>(dims), 8);
+  auto img = DecodeImage(png);
+  ASSERT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(img.status().message().find("20000x20000"), std::string::npos) << img.status();
+  // The same for a JPEG frame header (65000 x 65000) and a BMP.
+  std::string jpg = Encode(m, ".jpg");
+  const size_t sof = jpg.find("\xFF\xC0");
+  ASSERT_NE(sof, std::string::npos);
+  jpg[sof + 5] = jpg[sof + 7] = static_cast<char>(0xFD);
+  jpg[sof + 6] = jpg[sof + 8] = static_cast<char>(0xE8);
+  img = DecodeImage(jpg);
+  ASSERT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(img.status().message().find("65000x65000"), std::string::npos) << img.status();
+  std::string bmp = Encode(m, ".bmp");
+  const unsigned char bdims[8] = {0x20, 0x4E, 0, 0, 0xE0, 0xB1, 0xFF, 0xFF};  // 20000, -20000 (top-down)
+  bmp.replace(18, 8, reinterpret_cast<const char*>(bdims), 8);
+  img = DecodeImage(bmp);
+  ASSERT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(img.status().message().find("20000x20000"), std::string::npos) << img.status();
+}
+
+TEST(ImageTest, TruncatedAndForeignInputsAreRefusedWithTheReason) {
+  cv::Mat m(32, 32, CV_8UC3);
+  cv::randu(m, 0, 255);
+  const std::string jpg = Encode(m, ".jpg");
+  for (size_t keep : {jpg.size() - 2, jpg.size() / 2, size_t{40}, size_t{3}}) {
+    auto img = DecodeImage(jpg.substr(0, keep));
+    EXPECT_EQ(img.status().code(), absl::StatusCode::kInvalidArgument) << keep;
+    EXPECT_NE(img.status().message().find("JPEG"), std::string::npos) << keep << ": " << img.status();
+  }
+  EXPECT_TRUE(DecodeImage(jpg + std::string(8, '\0')).ok()) << "zero padding after EOI is fine";
+  const std::string png = Encode(m, ".png");
+  for (size_t keep : {png.size() - 1, png.size() / 2, size_t{20}}) {
+    EXPECT_EQ(DecodeImage(png.substr(0, keep)).status().code(), absl::StatusCode::kInvalidArgument) << keep;
+  }
+  auto tiff = DecodeImage(Encode(m, ".tiff"));
+  EXPECT_EQ(tiff.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(tiff.status().message().find("supported format"), std::string::npos) << tiff.status();
+  EXPECT_EQ(DecodeImage("BM").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeImage("P6\n0 0\n255\n").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ImageTest, ListImageFilesRecursesAndSorts) {
   testing::TempDir dir;
   std::filesystem::create_directories(dir.Join("b"));
