@@ -14,6 +14,7 @@ PACKAGES=(
   libzstd-dev prometheus openssl
   libgtest-dev libgmock-dev libbenchmark-dev dataset-fashion-mnist
   python3-torch python3-torchvision
+  systemd python3-yaml
 )
 
 missing=()
