@@ -39,7 +39,11 @@ ABSL_FLAG(std::string, bundle, "", "Model bundle directory (required; the server
 ABSL_FLAG(std::string, listen, "0.0.0.0:50052",
           "gRPC address for EdgeService (port 0 picks one; empty: no gRPC, with --source only).");
 ABSL_FLAG(std::string, server, "",
-          "Offload server address (host:port, dns:///name:port); empty: everything runs on the device.");
+          "Offload server(s): host:port, a list host:port,host:port,... or dns:///name:port (several "
+          "servers: round robin over the healthy ones); empty: everything runs on the device.");
+ABSL_FLAG(int, server_attempts, 3,
+          "Tries of an offload that fails with UNAVAILABLE (a server going away), each on the next healthy "
+          "server, before the device finishes it locally (1..5).");
 ABSL_FLAG(bool, server_plaintext, false,
           "No transport security on the hop to --server (must be chosen explicitly; --plaintext is "
           "for the listening side).");
@@ -50,7 +54,8 @@ ABSL_FLAG(std::string, server_tls_cert, "",
           "PEM client certificate presented to the server for mutual TLS (default: --tls_cert).");
 ABSL_FLAG(std::string, server_tls_key, "", "PEM private key of --server_tls_cert (default: --tls_key).");
 ABSL_FLAG(std::string, server_tls_name, "",
-          "The name the server's certificate must carry (default: the host of --server).");
+          "The name the server's certificate must carry (default: the host of --server; required when "
+          "--server lists different hosts).");
 ABSL_FLAG(int, split, -1, "Split layer: the device runs layers below it (-1: after the last early exit).");
 ABSL_FLAG(std::string, encoding, "fp32", "Wire encoding of the split tensor: fp32, fp16 or int8.");
 ABSL_FLAG(std::string, compression, "none", "Lossless compression of the split tensor: none or zstd.");
@@ -137,6 +142,7 @@ int main(int argc, char** argv) {
     eenn::device::GrpcOffloadClientOptions co;
     co.target = absl::GetFlag(FLAGS_server);
     co.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+    co.max_attempts = absl::GetFlag(FLAGS_server_attempts);
     const eenn::common::TlsOptions& own = tls;
     co.tls.plaintext = absl::GetFlag(FLAGS_server_plaintext);
     if (!co.tls.plaintext) {

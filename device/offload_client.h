@@ -1,6 +1,15 @@
 // The device's path to the offload server, behind a small interface so the
 // engine can be tested with fakes. GrpcOffloadClient is the real one: one
-// channel to eenn-server, a deadline on every call.
+// channel to one or several eenn-server processes, a deadline on every call.
+//
+// Several servers: the channel balances calls round robin over every backend
+// the target names (a list of addresses, or a DNS name with several records)
+// and health-checks each one (grpc.health.v1, service ""), so a backend that
+// is down or NOT_SERVING leaves the rotation. Resume and GetModelInfo are
+// retried on UNAVAILABLE (a backend dying under a call), which lands on the
+// next healthy backend; the channel only reports UNAVAILABLE once no backend
+// answers, and then the engine falls back locally and probes as it does for
+// one server.
 //
 // Thread-safety: implementations must allow concurrent calls.
 #ifndef EENN_DEVICE_OFFLOAD_CLIENT_H_
@@ -62,12 +71,36 @@ class OffloadClient {
   virtual std::string target() const = 0;
 };
 
-struct GrpcOffloadClientOptions {
-  std::string target;                    // "host:port", "dns:///name:port", "ipv4:a:p,b:p"
-  int max_message_bytes = 16 << 20;      // largest message sent or received
-  common::TlsOptions tls;                // transport security of the hop
+// The gRPC target behind an eenn-device --server value.
+struct ServerTarget {
+  std::string uri;          // what the channel is created with
+  int backends = 1;         // addresses known now (a DNS name counts as 1)
+  std::string common_host;  // the host every entry names ("" when they differ)
 };
 
+// Accepts "host:port" and any gRPC target URI ("dns:///name:port",
+// "ipv4:a:p,b:p", "ipv6:...", "unix:...") as they are, and a comma-separated
+// list "host:port,host:port,[v6]:port": IP literals are used directly, host
+// names are resolved now (every address of every name becomes a backend; use
+// dns:/// to follow DNS changes). InvalidArgument for empty entries, missing
+// or bad ports, and names that do not resolve.
+absl::StatusOr<ServerTarget> ParseServerTarget(const std::string& server);
+
+// The channel's service config: round robin, client-side health checking of
+// the default service "", and retries of Resume and GetModelInfo on
+// UNAVAILABLE (max_attempts in total).
+std::string OffloadServiceConfig(int max_attempts);
+
+struct GrpcOffloadClientOptions {
+  std::string target;                    // an eenn-device --server value, see ParseServerTarget
+  int max_message_bytes = 16 << 20;      // largest message sent or received
+  common::TlsOptions tls;                // transport security of the hop
+  int max_attempts = 3;                  // tries per Resume/GetModelInfo on UNAVAILABLE (1: no retry)
+};
+
+// Over TLS with a list naming different hosts, tls.server_name is required
+// (the name every server's certificate carries); with one host it defaults
+// to that host.
 absl::StatusOr<std::unique_ptr<OffloadClient>> MakeGrpcOffloadClient(const GrpcOffloadClientOptions& options);
 
 }  // namespace eenn::device
