@@ -31,6 +31,11 @@ void ToProto(const ClassifyOutcome& o, v1::ClassifyReply* reply) {
   reply->set_fallback_reason(o.fallback_reason);
 }
 
+void EdgeServiceImpl::Refuse(const absl::Status& s, const Done& done) {
+  if (metrics_) metrics_->RequestDone("failed", s.code());
+  done(s, v1::ClassifyReply());
+}
+
 void EdgeServiceImpl::Handle(const v1::ClassifyRequest& req, absl::Time deadline, Done done) {
   ClassifyInput in;
   in.request_id = req.request_id();
@@ -39,7 +44,7 @@ void EdgeServiceImpl::Handle(const v1::ClassifyRequest& req, absl::Time deadline
   switch (req.input_case()) {
     case v1::ClassifyRequest::kImage:
       if (req.image().empty()) {
-        done(absl::InvalidArgumentError("image is empty"), v1::ClassifyReply());
+        Refuse(absl::InvalidArgumentError("image is empty"), done);
         return;
       }
       in.image_bytes = req.image();
@@ -47,7 +52,7 @@ void EdgeServiceImpl::Handle(const v1::ClassifyRequest& req, absl::Time deadline
     case v1::ClassifyRequest::kTensor: {
       auto view = wire::FromProto(req.tensor());
       if (!view.ok()) {
-        done(view.status(), v1::ClassifyReply());
+        Refuse(view.status(), done);
         return;
       }
       common::EncodedTensor t;
@@ -62,7 +67,7 @@ void EdgeServiceImpl::Handle(const v1::ClassifyRequest& req, absl::Time deadline
       break;
     }
     default:
-      done(absl::InvalidArgumentError("request has no input (set image or tensor)"), v1::ClassifyReply());
+      Refuse(absl::InvalidArgumentError("request has no input (set image or tensor)"), done);
       return;
   }
   engine_->Submit(std::move(in), [done = std::move(done)](absl::StatusOr<ClassifyOutcome> r) {

@@ -11,13 +11,16 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "device/edge_engine.h"
+#include "device/metrics.h"
 #include "proto/eenn.grpc.pb.h"
 
 namespace eenn::device {
 
 class EdgeServiceImpl final : public v1::EdgeService::CallbackService {
  public:
-  explicit EdgeServiceImpl(EdgeEngine* engine) : engine_(engine) {}
+  // `metrics` (may be null) counts the requests refused here, before the engine.
+  explicit EdgeServiceImpl(EdgeEngine* engine, DeviceMetrics* metrics = nullptr)
+      : engine_(engine), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* ctx, const v1::ClassifyRequest* req,
                                      v1::ClassifyReply* reply) override;
@@ -30,7 +33,10 @@ class EdgeServiceImpl final : public v1::EdgeService::CallbackService {
   void Handle(const v1::ClassifyRequest& req, absl::Time deadline, Done done);
 
  private:
+  void Refuse(const absl::Status& s, const Done& done);
+
   EdgeEngine* engine_;
+  DeviceMetrics* metrics_;
 };
 
 // The reply for an outcome.

@@ -201,7 +201,7 @@ int main(int argc, char** argv) {
     planner->Start();
   }
 
-  eenn::device::EdgeServiceImpl service(engine->get());
+  eenn::device::EdgeServiceImpl service(engine->get(), &metrics);
   std::unique_ptr<eenn::device::PlannerServiceImpl> planner_service;
   if (planner) planner_service = std::make_unique<eenn::device::PlannerServiceImpl>(planner.get());
   std::unique_ptr<grpc::Server> server;

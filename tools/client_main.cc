@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -37,6 +38,12 @@ ABSL_FLAG(int64_t, limit, 0, "Classify at most this many files (0 = all).");
 ABSL_FLAG(bool, json, false, "Print the summary as one JSON object.");
 ABSL_FLAG(std::string, results, "", "Write one JSON line per request to this file.");
 ABSL_FLAG(bool, quiet, false, "No progress line.");
+ABSL_FLAG(double, duration_s, 0,
+          "Load mode: cycle through the files for this long (0 = classify each file once).");
+ABSL_FLAG(int, watch_pid, 0,
+          "Sample this process's resident memory once a second (e.g. the eenn-device's PID) and report "
+          "its growth after the warm-up.");
+ABSL_FLAG(double, warmup_s, -1, "Load mode: the warm-up that memory growth is measured from (-1: 20% of the run).");
 
 namespace {
 
@@ -44,12 +51,23 @@ namespace fs = std::filesystem;
 using eenn::v1::ClassifyReply;
 
 struct Outcome {
+  size_t file = 0;  // index into the file list
   bool done = false;
   grpc::StatusCode code = grpc::StatusCode::OK;
   std::string error;
   ClassifyReply reply;
   double latency_ms = 0;
 };
+
+// Resident set size of `pid` in KiB from /proc (0 when it cannot be read).
+int64_t RssKib(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
+  }
+  return 0;
+}
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "eenn-client: %s\n", msg.c_str());
@@ -102,43 +120,75 @@ int main(int argc, char** argv) {
   std::map<std::string, int64_t> class_index;
   for (int i = 0; i < info.class_names_size(); ++i) class_index[info.class_names(i)] = i;
 
-  const size_t n = files->size();
-  std::vector<Outcome> outcomes(n);
-  std::atomic<size_t> next{0}, finished{0};
+  const size_t num_files = files->size();
+  const double duration_s = absl::GetFlag(FLAGS_duration_s);
+  const bool load_mode = duration_s > 0;
   const int concurrency = std::max(1, absl::GetFlag(FLAGS_concurrency));
+  // Once through the files: one slot each. Load mode: each caller appends its
+  // own outcomes, merged at the end.
+  std::vector<Outcome> outcomes(load_mode ? 0 : num_files);
+  std::vector<std::vector<Outcome>> per_caller(load_mode ? concurrency : 0);
+  std::atomic<size_t> next{0}, finished{0};
   const absl::Time start = absl::Now();
-  auto worker = [&] {
-    for (size_t i = next++; i < n; i = next++) {
-      Outcome& o = outcomes[i];
-      eenn::v1::ClassifyRequest req;
-      req.set_request_id((*files)[i]);
-      std::ifstream in((*files)[i], std::ios::binary);
-      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      req.set_image(std::move(bytes));
-      if (absl::GetFlag(FLAGS_split) >= 0) req.set_split_layer(absl::GetFlag(FLAGS_split));
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::milliseconds(absl::GetFlag(FLAGS_deadline_ms)));
-      const absl::Time t0 = absl::Now();
-      grpc::Status s = stub->Classify(&ctx, req, &o.reply);
-      o.latency_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
-      o.done = true;
-      o.code = s.error_code();
-      o.error = s.error_message();
-      ++finished;
+  const absl::Time stop_at = start + absl::Seconds(duration_s);
+  auto run_one = [&](size_t i, Outcome& o) {
+    o.file = i % num_files;
+    eenn::v1::ClassifyRequest req;
+    req.set_request_id(absl::StrCat((*files)[o.file], load_mode ? absl::StrCat("#", i) : ""));
+    std::ifstream in((*files)[o.file], std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    req.set_image(std::move(bytes));
+    if (absl::GetFlag(FLAGS_split) >= 0) req.set_split_layer(absl::GetFlag(FLAGS_split));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::GetFlag(FLAGS_deadline_ms)));
+    const absl::Time t0 = absl::Now();
+    grpc::Status s = stub->Classify(&ctx, req, &o.reply);
+    o.latency_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+    o.done = true;
+    o.code = s.error_code();
+    o.error = s.error_message();
+    ++finished;
+  };
+  auto worker = [&](int caller) {
+    if (load_mode) {
+      while (absl::Now() < stop_at) {
+        per_caller[caller].emplace_back();
+        run_one(next++, per_caller[caller].back());
+      }
+    } else {
+      for (size_t i = next++; i < num_files; i = next++) run_one(i, outcomes[i]);
     }
   };
   std::vector<std::thread> threads;
-  for (int t = 0; t < concurrency; ++t) threads.emplace_back(worker);
+  for (int t = 0; t < concurrency; ++t) threads.emplace_back(worker, t);
+  // Memory of the watched process, sampled once a second.
+  const int watch_pid = absl::GetFlag(FLAGS_watch_pid);
+  std::vector<std::pair<double, int64_t>> rss;  // (seconds since start, KiB)
   const bool progress = !absl::GetFlag(FLAGS_quiet) && isatty(2);
-  while (progress && finished.load() < n) {
-    absl::SleepFor(absl::Milliseconds(500));
-    const double el = absl::ToDoubleSeconds(absl::Now() - start);
-    std::fprintf(stderr, "\r%zu/%zu requests, %.1f req/s   ", finished.load(), n, finished.load() / std::max(el, 1e-9));
+  absl::Time next_sample = start;
+  while (load_mode ? absl::Now() < stop_at : finished.load() < num_files) {
+    absl::SleepFor(absl::Milliseconds(100));
+    const absl::Time now = absl::Now();
+    const double el = absl::ToDoubleSeconds(now - start);
+    if (watch_pid > 0 && now >= next_sample) {
+      rss.emplace_back(el, RssKib(watch_pid));
+      next_sample += absl::Seconds(1);
+    }
+    if (progress && static_cast<int64_t>(el * 10) % 5 == 0) {
+      std::fprintf(stderr, "\r%zu%s requests, %.1f req/s   ", finished.load(),
+                   load_mode ? "" : absl::StrCat("/", num_files).c_str(), finished.load() / std::max(el, 1e-9));
+    }
   }
   for (auto& t : threads) t.join();
   const double wall_s = absl::ToDoubleSeconds(absl::Now() - start);
+  if (watch_pid > 0) rss.emplace_back(wall_s, RssKib(watch_pid));
   if (progress) std::fprintf(stderr, "\n");
+  if (load_mode) {
+    for (auto& v : per_caller) {
+      for (auto& o : v) outcomes.push_back(std::move(o));
+    }
+  }
+  const size_t n = outcomes.size();
 
   // Summary.
   std::ofstream results;
@@ -148,13 +198,28 @@ int main(int argc, char** argv) {
   std::map<int, int64_t> exits;
   std::map<std::string, int64_t> errors;
   std::vector<double> lat, service;
+  int64_t lost = 0;
   for (size_t i = 0; i < n; ++i) {
     const Outcome& o = outcomes[i];
-    nlohmann::json line = {{"file", (*files)[i]}};
+    const std::string& file = (*files)[o.file];
+    nlohmann::json line = {{"file", file}};
+    if (!o.done) {
+      ++lost;
+      continue;
+    }
     if (o.code != grpc::StatusCode::OK) {
       const std::string code = eenn::wire::CodeName(static_cast<absl::StatusCode>(o.code));
       ++errors[code];
-      (o.code == grpc::StatusCode::RESOURCE_EXHAUSTED ? rejected : failed)++;
+      // RESOURCE_EXHAUSTED: refused explicitly (full queue). DEADLINE_EXCEEDED:
+      // no answer came in time, the request is lost to the caller. Anything
+      // else is an explicit failure with its reason.
+      if (o.code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        ++rejected;
+      } else if (o.code == grpc::StatusCode::DEADLINE_EXCEEDED) {
+        ++lost;
+      } else {
+        ++failed;
+      }
       line["error"] = code + ": " + o.error;
       if (results.is_open()) results << line.dump() << "\n";
       continue;
@@ -173,7 +238,7 @@ int main(int argc, char** argv) {
       ++offloaded;
       offload_bytes += o.reply.offload_bytes();
     }
-    const std::string label = fs::path((*files)[i]).parent_path().filename().string();
+    const std::string label = fs::path(file).parent_path().filename().string();
     auto it = class_index.find(label);
     if (it != class_index.end()) {
       ++labelled;
@@ -190,6 +255,12 @@ int main(int argc, char** argv) {
     if (results.is_open()) results << line.dump() << "\n";
   }
   const eenn::common::TimeStats lat_ms = eenn::common::ComputeTimeStats(lat);
+  double p999 = 0;  // nearest rank
+  if (!lat.empty()) {
+    std::vector<double> sorted = lat;
+    std::sort(sorted.begin(), sorted.end());
+    p999 = sorted[std::min(sorted.size() - 1, static_cast<size_t>(std::ceil(0.999 * sorted.size())) - 1)];
+  }
   const eenn::common::TimeStats service_ms = eenn::common::ComputeTimeStats(service);
   nlohmann::json summary = {
       {"device", absl::GetFlag(FLAGS_device)},
@@ -200,11 +271,13 @@ int main(int argc, char** argv) {
       {"answered", answered},
       {"rejected", rejected},
       {"failed", failed},
-      {"lost", static_cast<int64_t>(n) - answered - rejected - failed},
+      {"lost", lost},
+      {"loss_ratio", n > 0 ? static_cast<double>(rejected + lost) / n : 0.0},
       {"accuracy", labelled > 0 ? nlohmann::json(static_cast<double>(correct) / labelled) : nlohmann::json(nullptr)},
       {"labelled", labelled},
       {"latency_ms",
-       {{"mean", lat_ms.mean}, {"p50", lat_ms.p50}, {"p90", lat_ms.p90}, {"p99", lat_ms.p99}}},
+       {{"mean", lat_ms.mean}, {"p50", lat_ms.p50}, {"p90", lat_ms.p90}, {"p99", lat_ms.p99},
+        {"p999", p999}, {"max", lat_ms.max}}},
       {"rtt_ms", eenn::common::ComputeTimeStats(pings).p50},
       {"device_service_ms",
        {{"mean", service_ms.mean}, {"p50", service_ms.p50}, {"p90", service_ms.p90}}},
@@ -218,6 +291,20 @@ int main(int argc, char** argv) {
   nlohmann::json hist = nlohmann::json::object();
   for (const auto& [layer, count] : exits) hist[std::to_string(layer)] = count;
   summary["exit_histogram"] = hist;
+  if (watch_pid > 0 && !rss.empty()) {
+    // Growth from the end of the warm-up to the end of the run.
+    const double warmup = absl::GetFlag(FLAGS_warmup_s) >= 0 ? absl::GetFlag(FLAGS_warmup_s) : 0.2 * wall_s;
+    int64_t base = rss.front().second;
+    for (const auto& [t, kib] : rss) {
+      if (t <= warmup) base = kib;
+    }
+    int64_t peak = 0;
+    for (const auto& [t, kib] : rss) peak = std::max(peak, kib);
+    const int64_t last = rss.back().second;
+    summary["rss_kib"] = {{"pid", watch_pid},       {"after_warmup", base}, {"end", last}, {"peak", peak},
+                          {"warmup_s", warmup},    {"samples", rss.size()},
+                          {"growth", base > 0 ? static_cast<double>(last - base) / base : 0.0}};
+  }
   if (absl::GetFlag(FLAGS_json)) {
     std::printf("%s\n", summary.dump().c_str());
     return failed > 0 ? 2 : 0;
@@ -227,13 +314,13 @@ int main(int argc, char** argv) {
               summary["split_layer"].get<int>(), concurrency, wall_s);
   std::printf("  answered %lld, rejected %lld, failed %lld, lost %lld; throughput %.1f req/s\n",
               static_cast<long long>(answered), static_cast<long long>(rejected), static_cast<long long>(failed),
-              static_cast<long long>(n - answered - rejected - failed), n / std::max(wall_s, 1e-9));
+              static_cast<long long>(lost), n / std::max(wall_s, 1e-9));
   if (labelled > 0) {
     std::printf("  accuracy %.2f%% (%lld of %lld labelled by folder name)\n", 100.0 * correct / labelled,
                 static_cast<long long>(correct), static_cast<long long>(labelled));
   }
-  std::printf("  latency ms: mean %.2f, p50 %.2f, p90 %.2f, p99 %.2f\n", lat_ms.mean, lat_ms.p50,
-              lat_ms.p90, lat_ms.p99);
+  std::printf("  latency ms: mean %.2f, p50 %.2f, p90 %.2f, p99 %.2f, p99.9 %.2f, max %.2f\n", lat_ms.mean,
+              lat_ms.p50, lat_ms.p90, lat_ms.p99, p999, lat_ms.max);
   std::printf("  decided: device %lld, server %lld, fallback %lld\n", static_cast<long long>(decided["device"]),
               static_cast<long long>(decided["server"]), static_cast<long long>(decided["fallback"]));
   std::string h;
@@ -242,5 +329,12 @@ int main(int argc, char** argv) {
   std::printf("  bytes per offload: %.0f (%lld offloads)\n", offloaded > 0 ? double(offload_bytes) / offloaded : 0.0,
               static_cast<long long>(offloaded));
   for (const auto& [code, count] : errors) std::printf("  error %s: %lld\n", code.c_str(), static_cast<long long>(count));
+  if (summary.contains("rss_kib")) {
+    const auto& r = summary["rss_kib"];
+    std::printf("  resident memory of pid %d: %lld KiB after %.0f s warm-up, %lld KiB at the end (%+.2f%%), peak %lld\n",
+                watch_pid, static_cast<long long>(r["after_warmup"].get<int64_t>()), r["warmup_s"].get<double>(),
+                static_cast<long long>(r["end"].get<int64_t>()), 100 * r["growth"].get<double>(),
+                static_cast<long long>(r["peak"].get<int64_t>()));
+  }
   return failed > 0 ? 2 : 0;
 }
