@@ -1,0 +1,335 @@
+#include "common/queueing.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <numeric>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace eenn::common {
+namespace {
+
+absl::Status Validate(const QueueModel& m) {
+  if (!(m.arrival_rate >= 0) || !std::isfinite(m.arrival_rate)) {
+    return absl::InvalidArgumentError(absl::StrCat("arrival rate ", m.arrival_rate, " must be >= 0"));
+  }
+  if (!(m.service_mean_s > 0) || !std::isfinite(m.service_mean_s)) {
+    return absl::InvalidArgumentError(absl::StrCat("mean service time ", m.service_mean_s, " must be > 0"));
+  }
+  if (!(m.service_scv >= 0) || !std::isfinite(m.service_scv)) {
+    return absl::InvalidArgumentError(absl::StrCat("service-time SCV ", m.service_scv, " must be >= 0"));
+  }
+  if (m.servers < 1 || m.capacity < m.servers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("need 1 <= servers (", m.servers, ") <= capacity (", m.capacity, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// Fills the derived figures from p (sums to 1).
+QueueResult Finish(const QueueModel& m, std::vector<double> p, std::string method) {
+  QueueResult r;
+  double total = std::accumulate(p.begin(), p.end(), 0.0);
+  for (double& x : p) x = std::max(0.0, x / total);
+  r.p = std::move(p);
+  r.loss_probability = r.p.back();
+  for (size_t n = 0; n < r.p.size(); ++n) r.mean_in_system += static_cast<double>(n) * r.p[n];
+  r.throughput = m.arrival_rate * (1 - r.loss_probability);
+  r.mean_sojourn_s = r.throughput > 0 ? r.mean_in_system / r.throughput : m.service_mean_s;
+  r.mean_wait_s = std::max(0.0, r.mean_sojourn_s - m.service_mean_s);
+  r.utilization = r.throughput * m.service_mean_s / m.servers;
+  r.method = std::move(method);
+  return r;
+}
+
+// Solves A x = b in place (dense, Gaussian elimination with partial pivoting).
+absl::Status SolveDense(std::vector<std::vector<double>>& a, std::vector<double>& b) {
+  const size_t n = b.size();
+  for (size_t col = 0; col < n; ++col) {
+    size_t piv = col;
+    for (size_t r = col + 1; r < n; ++r) {
+      if (std::abs(a[r][col]) > std::abs(a[piv][col])) piv = r;
+    }
+    if (std::abs(a[piv][col]) < 1e-300) return absl::InternalError("singular embedded-chain system");
+    std::swap(a[piv], a[col]);
+    std::swap(b[piv], b[col]);
+    for (size_t r = col + 1; r < n; ++r) {
+      const double f = a[r][col] / a[col][col];
+      if (f == 0) continue;
+      for (size_t c = col; c < n; ++c) a[r][c] -= f * a[col][c];
+      b[r] -= f * b[col];
+    }
+  }
+  for (size_t i = n; i-- > 0;) {
+    double s = b[i];
+    for (size_t c = i + 1; c < n; ++c) s -= a[i][c] * b[c];
+    b[i] = s / a[i][i];
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+double PhaseType::Mean() const {
+  // E[S] = sum over phases of P(visit phase i) / rate_i.
+  double mean = 0, reach = 0;
+  for (size_t i = 0; i < rate.size(); ++i) {
+    reach = reach * (i > 0 ? cont[i - 1] : 0.0) + start[i];
+    mean += reach / rate[i];
+  }
+  return mean;
+}
+
+double PhaseType::SecondMoment() const {
+  // E[S^2] by the moments of the remaining time from each phase, last to first:
+  // R_i = X_i + cont_i R_{i+1}, X_i exponential: E[R_i] = 1/r + c E[R_{i+1}],
+  // E[R_i^2] = 2/r^2 + 2 c E[R_{i+1}] / r + c E[R_{i+1}^2].
+  const size_t k = rate.size();
+  std::vector<double> m1(k + 1, 0.0), m2(k + 1, 0.0);
+  for (size_t i = k; i-- > 0;) {
+    const double r = rate[i], c = cont[i];
+    m1[i] = 1 / r + c * m1[i + 1];
+    m2[i] = 2 / (r * r) + 2 * c * m1[i + 1] / r + c * m2[i + 1];
+  }
+  double s = 0;
+  for (size_t i = 0; i < k; ++i) s += start[i] * m2[i];
+  return s;
+}
+
+absl::StatusOr<PhaseType> FitPhaseType(double mean, double scv) {
+  if (!(mean > 0) || !(scv >= 0) || !std::isfinite(mean) || !std::isfinite(scv)) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot fit mean ", mean, ", SCV ", scv));
+  }
+  PhaseType ph;
+  if (scv >= 1) {
+    // Hyperexponential H2 with balanced means: p1/mu1 = p2/mu2.
+    const double p1 = 0.5 * (1 + std::sqrt((scv - 1) / (scv + 1)));
+    ph.start = {p1, 1 - p1};
+    ph.rate = {2 * p1 / mean, 2 * (1 - p1) / mean};
+    ph.cont = {0, 0};
+    if (p1 >= 1) {  // scv == 1 exactly gives p1 = 0.5; guard rounding
+      ph.start = {1};
+      ph.rate = {1 / mean};
+      ph.cont = {0};
+    }
+    return ph;
+  }
+  // Mixture of Erlang(k-1) (probability p) and Erlang(k) with one rate, for
+  // 1/k <= scv < 1/(k-1): a service of k phases that starts in the second
+  // phase with probability p.
+  const double c2 = std::max(scv, 1.0 / kMaxPhases);
+  const int k = std::min(kMaxPhases, std::max(2, static_cast<int>(std::ceil(1 / c2 - 1e-12))));
+  const double p = std::clamp((k * c2 - std::sqrt(std::max(0.0, k * (1 + c2) - k * k * c2))) / (1 + c2), 0.0, 1.0);
+  const double mu = (k - p) / mean;
+  ph.start.assign(k, 0.0);
+  ph.start[0] = 1 - p;
+  ph.start[1] += p;
+  ph.rate.assign(k, mu);
+  ph.cont.assign(k, 1.0);
+  ph.cont[k - 1] = 0;
+  return ph;
+}
+
+absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& m) {
+  if (auto s = Validate(m); !s.ok()) return s;
+  if (m.servers != 1) return absl::InvalidArgumentError("the M/G/1/K embedded chain needs servers == 1");
+  const int K = m.capacity;
+  const double rho = m.arrival_rate * m.service_mean_s;
+  if (rho == 0) {
+    std::vector<double> p(K + 1, 0.0);
+    p[0] = 1;
+    return Finish(m, std::move(p), "M/G/1/K embedded chain");
+  }
+  // a[j]: probability of j arrivals during one service.
+  std::vector<double> a(K, 0.0);
+  if (m.service_scv < 1e-9) {  // deterministic: Poisson(rho)
+    for (int j = 0; j < K; ++j) a[j] = std::exp(-rho + j * std::log(rho) - std::lgamma(j + 1.0));
+  } else {  // gamma(shape alpha, scale theta): negative binomial
+    const double alpha = 1 / m.service_scv;
+    const double theta = m.service_mean_s * m.service_scv;
+    const double lt = m.arrival_rate * theta;
+    const double log_p = -std::log1p(lt), log_q = std::log(lt) - std::log1p(lt);
+    for (int j = 0; j < K; ++j) {
+      a[j] = std::exp(std::lgamma(alpha + j) - std::lgamma(alpha) - std::lgamma(j + 1.0) + alpha * log_p + j * log_q);
+    }
+  }
+  // Departure-epoch chain on 0..K-1: from i (>= 1) to i - 1 + j after j
+  // arrivals; from 0 as from 1. Overflow beyond K - 1 is clamped to K - 1.
+  std::vector<std::vector<double>> P(K, std::vector<double>(K, 0.0));
+  for (int i = 0; i < K; ++i) {
+    const int base = std::max(i - 1, 0);
+    double acc = 0;
+    for (int t = base; t < K - 1; ++t) {
+      P[i][t] = a[t - base];
+      acc += a[t - base];
+    }
+    P[i][K - 1] = std::max(0.0, 1 - acc);
+  }
+  // pi (P - I) = 0 with sum pi = 1: transpose, replace the last equation.
+  std::vector<std::vector<double>> A(K, std::vector<double>(K, 0.0));
+  std::vector<double> b(K, 0.0);
+  for (int r = 0; r < K; ++r) {
+    for (int c = 0; c < K; ++c) A[r][c] = P[c][r] - (r == c ? 1.0 : 0.0);
+  }
+  for (int c = 0; c < K; ++c) A[K - 1][c] = 1;
+  b[K - 1] = 1;
+  if (auto s = SolveDense(A, b); !s.ok()) return s;
+  const double denom = b[0] + rho;
+  std::vector<double> p(K + 1, 0.0);
+  for (int j = 0; j < K; ++j) p[j] = std::max(0.0, b[j]) / denom;
+  p[K] = std::max(0.0, 1 - 1 / denom);
+  return Finish(m, std::move(p), m.service_scv < 1e-9 ? "M/D/1/K embedded chain" : "M/G/1/K embedded chain (gamma service)");
+}
+
+absl::StatusOr<QueueResult> SolveMPHcK(const QueueModel& m) {
+  if (auto s = Validate(m); !s.ok()) return s;
+  auto fit = FitPhaseType(m.service_mean_s, m.service_scv);
+  if (!fit.ok()) return fit.status();
+  const PhaseType& ph = *fit;
+  const int k = static_cast<int>(ph.rate.size());
+  const int c = m.servers, K = m.capacity;
+  // States: (n, busy servers per phase), enumerated level by level.
+  std::map<std::vector<int>, int> index;  // key: [n, m_0, ..., m_{k-1}]
+  std::vector<std::vector<int>> states;
+  std::vector<int> level_of;
+  for (int n = 0; n <= K; ++n) {
+    const int busy = std::min(n, c);
+    std::vector<int> counts(k, 0);
+    // Every composition of `busy` into k parts.
+    std::function<void(int, int)> gen = [&](int i, int left) {
+      if (i == k - 1) {
+        counts[i] = left;
+        std::vector<int> key = {n};
+        key.insert(key.end(), counts.begin(), counts.end());
+        index[key] = static_cast<int>(states.size());
+        states.push_back(key);
+        level_of.push_back(n);
+        return;
+      }
+      for (int x = left; x >= 0; --x) {
+        counts[i] = x;
+        gen(i + 1, left - x);
+      }
+    };
+    gen(0, busy);
+    if (states.size() > 400000) {
+      return absl::ResourceExhaustedError(absl::StrCat("M/PH/c/K state space too large (", c, " servers, ", k,
+                                                       " phases, capacity ", K, ")"));
+    }
+  }
+  const size_t S = states.size();
+  // Incoming transitions per state and total out-rate per state.
+  std::vector<std::vector<std::pair<int, double>>> in(S);
+  std::vector<double> out_rate(S, 0.0);
+  auto add = [&](int from, std::vector<int> to, double rate) {
+    if (rate <= 0) return;
+    const int j = index.at(to);
+    in[j].emplace_back(from, rate);
+    out_rate[from] += rate;
+  };
+  const double lambda = m.arrival_rate;
+  for (size_t s = 0; s < S; ++s) {
+    const std::vector<int>& st = states[s];
+    const int n = st[0];
+    if (n < K) {
+      if (n < c) {
+        for (int j = 0; j < k; ++j) {
+          std::vector<int> to = st;
+          to[0] = n + 1;
+          to[1 + j] += 1;
+          add(static_cast<int>(s), to, lambda * ph.start[j]);
+        }
+      } else {
+        std::vector<int> to = st;
+        to[0] = n + 1;
+        add(static_cast<int>(s), to, lambda);
+      }
+    }
+    for (int i = 0; i < k; ++i) {
+      if (st[1 + i] == 0) continue;
+      const double r = st[1 + i] * ph.rate[i];
+      if (ph.cont[i] > 0) {
+        std::vector<int> to = st;
+        to[1 + i] -= 1;
+        to[2 + i] += 1;
+        add(static_cast<int>(s), to, r * ph.cont[i]);
+      }
+      const double done = r * (1 - ph.cont[i]);
+      if (done <= 0) continue;
+      if (n > c) {  // the next waiting request starts service
+        for (int j = 0; j < k; ++j) {
+          std::vector<int> to = st;
+          to[0] = n - 1;
+          to[1 + i] -= 1;
+          to[1 + j] += 1;
+          add(static_cast<int>(s), to, done * ph.start[j]);
+        }
+      } else {
+        std::vector<int> to = st;
+        to[0] = n - 1;
+        to[1 + i] -= 1;
+        add(static_cast<int>(s), to, done);
+      }
+    }
+  }
+  // Gauss-Seidel on pi Q = 0: pi_j = sum_i pi_i q_ij / q_j, renormalised.
+  std::vector<double> pi(S, 1.0 / static_cast<double>(S));
+  bool converged = false;
+  for (int iter = 0; iter < 200000 && !converged; ++iter) {
+    double change = 0;
+    for (size_t j = 0; j < S; ++j) {
+      if (out_rate[j] <= 0) continue;
+      double acc = 0;
+      for (const auto& [i, r] : in[j]) acc += pi[i] * r;
+      const double v = acc / out_rate[j];
+      change += std::abs(v - pi[j]);
+      pi[j] = v;
+    }
+    double total = std::accumulate(pi.begin(), pi.end(), 0.0);
+    for (double& x : pi) x /= total;
+    converged = change / total < 1e-13;
+  }
+  if (!converged) return absl::InternalError("M/PH/c/K Gauss-Seidel did not converge");
+  std::vector<double> p(K + 1, 0.0);
+  for (size_t s = 0; s < S; ++s) p[level_of[s]] += pi[s];
+  return Finish(m, std::move(p), absl::StrCat("M/PH/c/K Markov chain (", k, "-phase two-moment fit)"));
+}
+
+QueueResult SolveMMcK(const QueueModel& m) {
+  const int c = m.servers, K = m.capacity;
+  const double a = m.arrival_rate * m.service_mean_s;  // offered load in servers
+  // Unnormalised p_n in logs: n <= c: a^n / n!; n > c: a^n / (c! c^(n-c)).
+  std::vector<double> logp(K + 1);
+  for (int n = 0; n <= K; ++n) {
+    const double la = a > 0 ? n * std::log(a) : (n == 0 ? 0.0 : -INFINITY);
+    logp[n] = n <= c ? la - std::lgamma(n + 1.0) : la - std::lgamma(c + 1.0) - (n - c) * std::log(double(c));
+  }
+  const double mx = *std::max_element(logp.begin(), logp.end());
+  std::vector<double> p(K + 1);
+  for (int n = 0; n <= K; ++n) p[n] = std::exp(logp[n] - mx);
+  return Finish(m, std::move(p), "M/M/c/K closed form");
+}
+
+absl::StatusOr<QueueResult> SolveQueue(const QueueModel& m) {
+  if (auto s = Validate(m); !s.ok()) return s;
+  return m.servers == 1 ? SolveMG1K(m) : SolveMPHcK(m);
+}
+
+ServiceMoments ComputeServiceMoments(const std::vector<double>& samples) {
+  ServiceMoments s;
+  s.n = static_cast<int64_t>(samples.size());
+  if (samples.empty()) return s;
+  for (double x : samples) {
+    s.mean += x;
+    s.second_moment += x * x;
+  }
+  s.mean /= static_cast<double>(s.n);
+  s.second_moment /= static_cast<double>(s.n);
+  s.scv = s.mean > 0 ? std::max(0.0, s.second_moment / (s.mean * s.mean) - 1) : 0.0;
+  return s;
+}
+
+}  // namespace eenn::common
