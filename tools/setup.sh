@@ -15,6 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev dataset-fashion-mnist
   python3-torch python3-torchvision
   systemd python3-yaml
+  dpkg-dev binutils
 )
 
 missing=()
