@@ -35,6 +35,9 @@ ABSL_FLAG(int, max_request_samples, 64, "Samples one Resume request may carry.")
 ABSL_FLAG(int, executors, 1, "Executor threads (each runs one batch at a time).");
 ABSL_FLAG(int, max_message_bytes, 16 << 20, "Largest gRPC message accepted.");
 ABSL_FLAG(double, drain_timeout_s, 10, "On SIGTERM, how long in-flight requests may take.");
+ABSL_FLAG(double, max_connection_age_s, 0,
+          "Close each client connection gracefully (GOAWAY) after this long, so that devices balancing over "
+          "a DNS name re-resolve it and take up servers added since (0 = never).");
 ABSL_FLAG(std::string, ready_file, "",
           "Write {\"grpc_port\", \"metrics_port\", \"pid\"} here once serving (for scripts and tests).");
 
@@ -92,6 +95,13 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *credentials, &grpc_port);
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
+  if (absl::GetFlag(FLAGS_max_connection_age_s) > 0) {
+    // In-flight calls finish on the old connection (grace = the drain timeout).
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(absl::GetFlag(FLAGS_max_connection_age_s) * 1000));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               static_cast<int>(absl::GetFlag(FLAGS_drain_timeout_s) * 1000));
+  }
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0) {

@@ -118,10 +118,11 @@ class ScaleOutTest : public ::testing::Test {
     images_ = nullptr;
   }
 
-  void StartServer(Daemon& s) {
-    StartDaemon(s, "eenn-server",
-                {"--bundle=" + kBundle, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0", "--plaintext"},
-                dir_.path(), "server" + std::to_string(counter_++));
+  void StartServer(Daemon& s, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--bundle=" + kBundle, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
+                                     "--plaintext"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    StartDaemon(s, "eenn-server", args, dir_.path(), "server" + std::to_string(counter_++));
   }
   // --split=1: no exit lies below layer 1, so every request is offloaded.
   void StartDevice(Daemon& d, const std::string& servers) {
@@ -263,6 +264,28 @@ TEST_F(ScaleOutTest, NotServingBackendLeavesTheRotationUntilItServesAgain) {
   EXPECT_GT(fake.resumes.load(), 0) << "the backend never came back into rotation";
   EXPECT_EQ(answered, sent);
   fake_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+}
+
+// --max_connection_age_s closes every connection gracefully after a while (so a
+// device balancing over a DNS name re-resolves it); offloads carry on across
+// the reconnections without a fallback or a lost request.
+TEST_F(ScaleOutTest, ServerConnectionAgeingLosesNothingAndNeverFallsBack) {
+  Daemon servers[2], device;
+  for (auto& s : servers) StartServer(s, {"--max_connection_age_s=0.25"});
+  StartDevice(device, servers[0].addr() + "," + servers[1].addr());
+  const auto start = std::chrono::steady_clock::now();
+  auto run = RunClient(device, 0, 300);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(run["answered"], 300) << run.dump();
+  EXPECT_EQ(run["lost"], 0);
+  EXPECT_EQ(run["decided"]["server"], 300) << run.dump();
+  EXPECT_EQ(run["decided"]["fallback"], 0);
+  EXPECT_GE(seconds, 1.0) << "the run should outlast several connection lifetimes";
+  for (const auto& s : servers) {
+    EXPECT_GT(testing::MetricValue(testing::HttpGet(s.metrics_port, "/metrics"),
+                                   "eenn_server_requests_total{code=\"OK\"}"),
+              0);
+  }
 }
 
 TEST(ServerTargetTest, ListsBecomeOneMultiAddressTarget) {
