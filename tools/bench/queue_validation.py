@@ -1,0 +1,182 @@
+#!/usr/bin/python3
+"""Checks the finite-queue loss predictor (eenn-queue, common/queueing.h)
+against an eenn-device measured under open-loop Poisson load.
+
+Starts eenn-server and eenn-device on loopback (plaintext, LibTorch 1 thread
+each, the device with --workers/--queue_capacity and --split at the last
+layer, so every request is decided on the device and the device's worker is
+the only queue: the server stays connected but idle), then:
+
+  1. warm-up, then a closed-loop run at concurrency 1 (no queueing) that
+     measures the device's service time per request (reply timings total_us -
+     queue_us: decode, preprocess, layers and exits): mean and second moment;
+  2. open-loop Poisson arrivals (eenn-client --arrivals poisson:RATE) at rates
+     that are the given multiples of the capacity (workers / mean service
+     time), each for --duration_s, with a deadline long enough that nothing
+     times out, so every loss is a RESOURCE_EXHAUSTED refusal of a full queue;
+  3. the predicted loss ratio at each rate from eenn-queue with the calibrated
+     moments (M/G/1/K embedded chain for one worker, M/PH/c/K beyond), and
+     also with the moments measured during that same run (the service time
+     grows under load when the client and the daemons share few cores).
+
+Prints a table (and --json: one JSON object). Needs a build (build/bin).
+
+    tools/bench/queue_validation.py
+    tools/bench/queue_validation.py --rates 0.5,0.8,1.1,1.5,2 --duration_s 40 --json
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.path.join(ROOT, "build", "bin")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def start(binary, args, tmp, name):
+    ready = os.path.join(tmp, name + ".ready")
+    logf = open(os.path.join(tmp, name + ".log"), "w")
+    p = subprocess.Popen([os.path.join(BIN, binary)] + args + ["--ready_file=" + ready],
+                         stdout=logf, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if p.poll() is not None:
+            raise SystemExit(f"{binary} exited {p.returncode}:\n" + open(logf.name).read())
+        if os.path.exists(ready):
+            try:
+                return p, json.load(open(ready))
+            except ValueError:
+                pass
+        time.sleep(0.1)
+    p.kill()
+    raise SystemExit(f"{binary} did not become ready:\n" + open(logf.name).read())
+
+
+def client(device, images, *extra):
+    cmd = [os.path.join(BIN, "eenn-client"), "--plaintext", "--quiet", "--json", "--device=" + device,
+           *extra, images]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        raise SystemExit(f"eenn-client failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
+
+
+def predict(rates, mean_ms, m2, workers, queue):
+    cmd = [os.path.join(BIN, "eenn-queue"), "--json", "--rate=" + ",".join(f"{r:.6f}" for r in rates),
+           f"--service_ms={mean_ms}", f"--service_m2={m2}", f"--workers={workers}", f"--queue_capacity={queue}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", default=os.path.join(ROOT, "models", "cifar10-resnet18"))
+    ap.add_argument("--images", default="/work/shared/datasets/cifar10/test")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--queue_capacity", type=int, default=8)
+    ap.add_argument("--split", type=int, default=-2,
+                    help="device split layer (-2: the bundle's last layer, everything on the device)")
+    ap.add_argument("--rates", default="0.5,0.8,1.1,1.5,2.0", help="arrival rates as multiples of the capacity")
+    ap.add_argument("--duration_s", type=float, default=40)
+    ap.add_argument("--calibrate_s", type=float, default=20)
+    ap.add_argument("--deadline_ms", type=int, default=20000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    split = args.split
+    if split == -2:
+        manifest = json.load(open(os.path.join(args.bundle, "manifest.json")))
+        split = len(manifest["metadata"]["calibration"]["layer_ms"])
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="eenn_queue_validation_") as tmp:
+        try:
+            server, sready = start("eenn-server", ["--bundle=" + args.bundle, "--listen=127.0.0.1:0",
+                                                   "--metrics_address=127.0.0.1:0", "--plaintext", "--threads=1"],
+                                   tmp, "server")
+            procs.append(server)
+            device, dready = start("eenn-device", [
+                "--bundle=" + args.bundle, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
+                f"--server=127.0.0.1:{sready['grpc_port']}", "--server_plaintext", "--plaintext", "--threads=1",
+                f"--workers={args.workers}", f"--queue_capacity={args.queue_capacity}", f"--split={split}"],
+                tmp, "device")
+            procs.append(device)
+            addr = f"127.0.0.1:{dready['grpc_port']}"
+            log(f"eenn-device at {addr}: {args.workers} worker(s), {args.queue_capacity} waiting, split {split}")
+            client(addr, args.images, "--concurrency=1", "--duration_s=3")  # warm-up
+            cal = client(addr, args.images, "--concurrency=1", f"--duration_s={args.calibrate_s}",
+                         f"--deadline_ms={args.deadline_ms}")
+            svc = cal["device_service_ms"]
+            mean_ms, m2 = svc["mean"], svc["m2"]
+            capacity = args.workers * 1000.0 / mean_ms
+            log(f"service time: mean {mean_ms:.3f} ms, second moment {m2:.3f} ms^2, SCV {svc['scv']:.3f} "
+                f"({svc['n']} requests); capacity {capacity:.1f} req/s")
+            factors = [float(x) for x in args.rates.split(",")]
+            rates = [f * capacity for f in factors]
+            predicted = predict(rates, mean_ms, m2, args.workers, args.queue_capacity)
+            rows = []
+            for f, rate, pred in zip(factors, rates, predicted):
+                r = client(addr, args.images, f"--arrivals=poisson:{rate:.4f}", f"--duration_s={args.duration_s}",
+                           f"--seed={args.seed}", f"--deadline_ms={args.deadline_ms}", "--window_s=5")
+                arrivals = r["arrivals"]
+                measured = r["rejected"] / arrivals if arrivals else 0.0
+                run_svc = r["device_service_ms"]
+                in_run = predict([rate], run_svc["mean"], run_svc["m2"], args.workers, args.queue_capacity)[0] \
+                    if run_svc["n"] > 0 else None
+                row = {
+                    "load": f, "rate": rate, "arrivals": arrivals, "rejected": r["rejected"],
+                    "missed": r["missed"], "failed": r["failed"], "measured_loss": measured,
+                    "loss_ratio": r["loss_ratio"],
+                    "predicted_loss": pred["loss_probability"],
+                    "rel_error": (pred["loss_probability"] - measured) / measured if measured > 0 else None,
+                    "run_service_ms": run_svc["mean"], "run_service_scv": run_svc["scv"],
+                    "predicted_loss_run_moments": in_run["loss_probability"] if in_run else None,
+                    "rel_error_run_moments": (in_run["loss_probability"] - measured) / measured
+                    if in_run and measured > 0 else None,
+                    "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
+                    "predicted_sojourn_ms": pred["mean_sojourn_ms"],
+                    "send_lag_ms_max": r["send_lag_ms"]["max"],
+                }
+                rows.append(row)
+                log(f"  {f:.2f}x: {rate:.1f} req/s, {arrivals} arrivals, loss {measured:.4f} "
+                    f"(predicted {pred['loss_probability']:.4f})")
+        finally:
+            for p in reversed(procs):
+                p.terminate()
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    result = {"bundle": args.bundle, "workers": args.workers, "queue_capacity": args.queue_capacity,
+              "split": split, "duration_s": args.duration_s, "seed": args.seed,
+              "service_ms": {"mean": mean_ms, "m2": m2, "scv": svc["scv"], "n": svc["n"]},
+              "capacity_rps": capacity, "method": predicted[0]["method"], "rows": rows}
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"eenn-device, {args.workers} worker(s), queue {args.queue_capacity} (K = "
+          f"{args.workers + args.queue_capacity}); service {mean_ms:.3f} ms mean, SCV {svc['scv']:.3f}; "
+          f"capacity {capacity:.1f} req/s; {result['method']}")
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:+.1f}%"
+
+    print(f"{'load':>5} {'rate/s':>8} {'arrivals':>8} {'rejected':>8} {'missed':>6} {'measured':>9} "
+          f"{'predicted':>9} {'rel.err':>8} {'svc_ms':>7} {'pred(run)':>9} {'rel.err':>8} {'p99_ms':>8}")
+    for r in rows:
+        print(f"{r['load']:5.2f} {r['rate']:8.1f} {r['arrivals']:8d} {r['rejected']:8d} {r['missed']:6d} "
+              f"{r['measured_loss']:9.4f} {r['predicted_loss']:9.4f} {pct(r['rel_error']):>8} "
+              f"{r['run_service_ms']:7.3f} {r['predicted_loss_run_moments'] or 0:9.4f} "
+              f"{pct(r['rel_error_run_moments']):>8} {r['p99_ms']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+// eenn-queue: the loss ratio and delays that the finite-queue model
+// (common/queueing.h) predicts for an eenn-device with --workers and
+// --queue_capacity under Poisson arrivals, from the device's measured
+// service-time mean and second moment (eenn-client reports both as
+// device_service_ms.mean and .m2).
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "common/queueing.h"
+
+ABSL_FLAG(std::string, rate, "", "Arrival rates (requests per second), comma-separated.");
+ABSL_FLAG(double, service_ms, 0, "Mean service time of one request (ms).");
+ABSL_FLAG(double, service_m2, -1, "Second moment of the service time (ms^2); or give --service_scv.");
+ABSL_FLAG(double, service_scv, 1, "Squared coefficient of variation of the service time (used without --service_m2).");
+ABSL_FLAG(int, workers, 2, "Requests processed at once (eenn-device --workers).");
+ABSL_FLAG(int, queue_capacity, 64, "Requests waiting (eenn-device --queue_capacity).");
+ABSL_FLAG(bool, json, false, "One JSON object per rate, one a line.");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "eenn-queue --rate R1,R2,... --service_ms MEAN [--service_m2 MS2 | --service_scv SCV] [--workers C] "
+      "[--queue_capacity Q] [--json]");
+  absl::ParseCommandLine(argc, argv);
+  const double mean_ms = absl::GetFlag(FLAGS_service_ms);
+  double scv = absl::GetFlag(FLAGS_service_scv);
+  if (absl::GetFlag(FLAGS_service_m2) >= 0 && mean_ms > 0) {
+    scv = std::max(0.0, absl::GetFlag(FLAGS_service_m2) / (mean_ms * mean_ms) - 1);
+  }
+  std::vector<double> rates;
+  for (absl::string_view r : absl::StrSplit(absl::GetFlag(FLAGS_rate), ',', absl::SkipWhitespace())) {
+    double v = 0;
+    if (!absl::SimpleAtod(r, &v)) {
+      std::fprintf(stderr, "eenn-queue: --rate: '%s' is not a number\n", std::string(r).c_str());
+      return 1;
+    }
+    rates.push_back(v);
+  }
+  if (rates.empty()) {
+    std::fprintf(stderr, "eenn-queue: give --rate\n");
+    return 1;
+  }
+  if (!absl::GetFlag(FLAGS_json)) {
+    std::printf("# service mean %.4f ms, SCV %.4f, %d workers, %d waiting (K = %d)\n", mean_ms, scv,
+                absl::GetFlag(FLAGS_workers), absl::GetFlag(FLAGS_queue_capacity),
+                absl::GetFlag(FLAGS_workers) + absl::GetFlag(FLAGS_queue_capacity));
+    std::printf("%10s %8s %10s %10s %12s %12s\n", "rate", "rho", "loss", "L", "sojourn_ms", "wait_ms");
+  }
+  for (double rate : rates) {
+    eenn::common::QueueModel m;
+    m.arrival_rate = rate;
+    m.service_mean_s = mean_ms / 1000;
+    m.service_scv = scv;
+    m.servers = absl::GetFlag(FLAGS_workers);
+    m.capacity = absl::GetFlag(FLAGS_queue_capacity) + absl::GetFlag(FLAGS_workers);
+    auto r = eenn::common::SolveQueue(m);
+    if (!r.ok()) {
+      std::fprintf(stderr, "eenn-queue: %s\n", r.status().ToString().c_str());
+      return 1;
+    }
+    const double rho = rate * m.service_mean_s / m.servers;
+    if (absl::GetFlag(FLAGS_json)) {
+      nlohmann::json j = {{"rate", rate},
+                          {"rho", rho},
+                          {"service_ms", mean_ms},
+                          {"service_scv", scv},
+                          {"workers", m.servers},
+                          {"capacity", m.capacity},
+                          {"loss_probability", r->loss_probability},
+                          {"mean_in_system", r->mean_in_system},
+                          {"throughput", r->throughput},
+                          {"mean_sojourn_ms", r->mean_sojourn_s * 1000},
+                          {"mean_wait_ms", r->mean_wait_s * 1000},
+                          {"utilization", r->utilization},
+                          {"method", r->method}};
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      std::printf("%10.2f %8.3f %10.5f %10.3f %12.3f %12.3f\n", rate, rho, r->loss_probability, r->mean_in_system,
+                  r->mean_sojourn_s * 1000, r->mean_wait_s * 1000);
+    }
+  }
+  return 0;
+}
