@@ -9,15 +9,23 @@ the only queue: the server stays connected but idle), then:
 
   1. warm-up, then a closed-loop run at concurrency 1 (no queueing) that
      measures the device's service time per request (reply timings total_us -
-     queue_us: decode, preprocess, layers and exits): mean and second moment;
-  2. open-loop Poisson arrivals (eenn-client --arrivals poisson:RATE) at rates
-     that are the given multiples of the capacity (workers / mean service
-     time), each for --duration_s, with a deadline long enough that nothing
-     times out, so every loss is a RESOURCE_EXHAUSTED refusal of a full queue;
-  3. the predicted loss ratio at each rate from eenn-queue with the calibrated
-     moments (M/G/1/K embedded chain for one worker, M/PH/c/K beyond), and
-     also with the moments measured during that same run (the service time
-     grows under load when the client and the daemons share few cores).
+     queue_us: decode, preprocess, layers and exits): its mean sets the
+     capacity (workers / mean) that the rates are multiples of;
+  2. for each rate: a short closed-loop calibration at concurrency 1 right
+     before (--recalibrate_s), whose service-time mean and second moment give
+     the prediction "pred(cal)"; a closed-loop run at concurrency workers + 2
+     (the device always busy, never full) whose throughput gives the mean
+     service time as the queue sees it (with the reply hand-off and the gRPC
+     threads competing for the cores, which the reply timings leave out), and
+     with the SCV of its reply timings the prediction "pred(sat)"; then open-loop Poisson arrivals (eenn-client
+     --arrivals poisson:RATE) for --duration_s with a deadline long enough
+     that nothing times out, so every loss is a RESOURCE_EXHAUSTED refusal of
+     a full queue; the service-time moments measured during that run give
+     "pred(run)" (on a machine whose cores are shared the service time drifts
+     with the other load, and grows with the client's own sending);
+  3. predictions by eenn-queue (M/G/1/K embedded chain for one worker,
+     M/PH/c/K beyond), relative errors against the measured rejected /
+     arrivals, and the 1-minute load average of the machine at each row.
 
 Prints a table (and --json: one JSON object). Needs a build (build/bin).
 
@@ -86,7 +94,8 @@ def main():
                     help="device split layer (-2: the bundle's last layer, everything on the device)")
     ap.add_argument("--rates", default="0.5,0.8,1.1,1.5,2.0", help="arrival rates as multiples of the capacity")
     ap.add_argument("--duration_s", type=float, default=40)
-    ap.add_argument("--calibrate_s", type=float, default=20)
+    ap.add_argument("--calibrate_s", type=float, default=15)
+    ap.add_argument("--recalibrate_s", type=float, default=8)
     ap.add_argument("--deadline_ms", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
@@ -121,9 +130,17 @@ def main():
                 f"({svc['n']} requests); capacity {capacity:.1f} req/s")
             factors = [float(x) for x in args.rates.split(",")]
             rates = [f * capacity for f in factors]
-            predicted = predict(rates, mean_ms, m2, args.workers, args.queue_capacity)
             rows = []
-            for f, rate, pred in zip(factors, rates, predicted):
+            for f, rate in zip(factors, rates):
+                pre = client(addr, args.images, "--concurrency=1", f"--duration_s={args.recalibrate_s}",
+                             f"--deadline_ms={args.deadline_ms}")["device_service_ms"]
+                pred = predict([rate], pre["mean"], pre["m2"], args.workers, args.queue_capacity)[0]
+                sat = client(addr, args.images, f"--concurrency={args.workers + 2}",
+                             f"--duration_s={args.recalibrate_s}", f"--deadline_ms={args.deadline_ms}")
+                sat_ms = args.workers * 1000.0 * sat["wall_s"] / max(1, sat["answered"])
+                sat_scv = sat["device_service_ms"]["scv"]
+                pred_sat = predict([rate], sat_ms, sat_ms * sat_ms * (1 + sat_scv), args.workers,
+                                   args.queue_capacity)[0]
                 r = client(addr, args.images, f"--arrivals=poisson:{rate:.4f}", f"--duration_s={args.duration_s}",
                            f"--seed={args.seed}", f"--deadline_ms={args.deadline_ms}", "--window_s=5")
                 arrivals = r["arrivals"]
@@ -135,7 +152,12 @@ def main():
                     "load": f, "rate": rate, "arrivals": arrivals, "rejected": r["rejected"],
                     "missed": r["missed"], "failed": r["failed"], "measured_loss": measured,
                     "loss_ratio": r["loss_ratio"],
+                    "cal_service_ms": pre["mean"], "cal_service_scv": pre["scv"],
                     "predicted_loss": pred["loss_probability"],
+                    "sat_service_ms": sat_ms, "sat_service_scv": sat_scv,
+                    "predicted_loss_saturated": pred_sat["loss_probability"],
+                    "rel_error_saturated": (pred_sat["loss_probability"] - measured) / measured
+                    if measured > 0 else None,
                     "rel_error": (pred["loss_probability"] - measured) / measured if measured > 0 else None,
                     "run_service_ms": run_svc["mean"], "run_service_scv": run_svc["scv"],
                     "predicted_loss_run_moments": in_run["loss_probability"] if in_run else None,
@@ -144,6 +166,8 @@ def main():
                     "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
                     "predicted_sojourn_ms": pred["mean_sojourn_ms"],
                     "send_lag_ms_max": r["send_lag_ms"]["max"],
+                    "loadavg_1m": os.getloadavg()[0],
+                    "method": pred["method"],
                 }
                 rows.append(row)
                 log(f"  {f:.2f}x: {rate:.1f} req/s, {arrivals} arrivals, loss {measured:.4f} "
@@ -158,7 +182,7 @@ def main():
     result = {"bundle": args.bundle, "workers": args.workers, "queue_capacity": args.queue_capacity,
               "split": split, "duration_s": args.duration_s, "seed": args.seed,
               "service_ms": {"mean": mean_ms, "m2": m2, "scv": svc["scv"], "n": svc["n"]},
-              "capacity_rps": capacity, "method": predicted[0]["method"], "rows": rows}
+              "capacity_rps": capacity, "method": rows[0]["method"] if rows else "", "rows": rows}
     if args.json:
         print(json.dumps(result))
         return
@@ -170,12 +194,16 @@ def main():
         return "-" if x is None else f"{100 * x:+.1f}%"
 
     print(f"{'load':>5} {'rate/s':>8} {'arrivals':>8} {'rejected':>8} {'missed':>6} {'measured':>9} "
-          f"{'predicted':>9} {'rel.err':>8} {'svc_ms':>7} {'pred(run)':>9} {'rel.err':>8} {'p99_ms':>8}")
+          f"{'cal_ms':>7} {'cal_scv':>7} {'pred(cal)':>9} {'rel.err':>8} "
+          f"{'sat_ms':>7} {'pred(sat)':>9} {'rel.err':>8} "
+          f"{'run_ms':>7} {'run_scv':>7} {'pred(run)':>9} {'rel.err':>8} {'p99_ms':>8} {'loadavg':>7}")
     for r in rows:
         print(f"{r['load']:5.2f} {r['rate']:8.1f} {r['arrivals']:8d} {r['rejected']:8d} {r['missed']:6d} "
-              f"{r['measured_loss']:9.4f} {r['predicted_loss']:9.4f} {pct(r['rel_error']):>8} "
-              f"{r['run_service_ms']:7.3f} {r['predicted_loss_run_moments'] or 0:9.4f} "
-              f"{pct(r['rel_error_run_moments']):>8} {r['p99_ms']:8.2f}")
+              f"{r['measured_loss']:9.4f} {r['cal_service_ms']:7.3f} {r['cal_service_scv']:7.2f} "
+              f"{r['predicted_loss']:9.4f} {pct(r['rel_error']):>8} "
+              f"{r['sat_service_ms']:7.3f} {r['predicted_loss_saturated']:9.4f} {pct(r['rel_error_saturated']):>8} "
+              f"{r['run_service_ms']:7.3f} {r['run_service_scv']:7.2f} {r['predicted_loss_run_moments'] or 0:9.4f} "
+              f"{pct(r['rel_error_run_moments']):>8} {r['p99_ms']:8.2f} {r['loadavg_1m']:7.2f}")
 
 
 if __name__ == "__main__":
