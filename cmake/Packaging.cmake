@@ -15,7 +15,7 @@ include(GNUInstallDirs)
 
 set(EENN_DAEMON_TARGETS eenn-server eenn-device)
 set(EENN_TOOL_TARGETS eenn-client eenn-infer eenn-train eenn-calibrate eenn-eval eenn-plan eenn-profile
-                      eenn-bench-forward eenn-bench-server)
+                      eenn-bench-forward eenn-bench-server eenn-queue)
 install(TARGETS ${EENN_DAEMON_TARGETS} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT daemons)
 install(TARGETS ${EENN_TOOL_TARGETS} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT tools)
 install(PROGRAMS tools/make-certs.sh DESTINATION ${CMAKE_INSTALL_BINDIR} RENAME eenn-make-certs
