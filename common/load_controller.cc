@@ -1,0 +1,186 @@
+#include "common/load_controller.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/queueing.h"
+
+namespace eenn::common {
+namespace {
+
+// Weight an old value keeps after dt seconds with this half-life.
+double Keep(double dt, double half_life_s) { return std::pow(0.5, std::max(0.0, dt) / std::max(half_life_s, 1e-9)); }
+
+}  // namespace
+
+absl::StatusOr<LoadController> LoadController::Create(ConfigSet set, const LoadControllerOptions& options) {
+  if (set.configs.empty()) return absl::InvalidArgumentError("load controller: no configurations");
+  if (!(options.loss_target > 0 && options.loss_target < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("load controller: loss target ", options.loss_target,
+                                                   " is not in (0, 1)"));
+  }
+  if (options.workers < 1 || options.queue_capacity < 1) {
+    return absl::InvalidArgumentError("load controller: workers and queue capacity must be >= 1");
+  }
+  if (options.initial_config < 0 || options.initial_config >= static_cast<int>(set.configs.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("load controller: initial configuration ", options.initial_config,
+                                                   " is out of range [0, ", set.configs.size(), ")"));
+  }
+  if (!(options.high_water > 0) || !(options.drain_s > 0) || options.dwell_s < 0 || options.up_rate_margin < 0 ||
+      !(options.up_loss_margin > 0 && options.up_loss_margin <= 1)) {
+    return absl::InvalidArgumentError(
+        "load controller: high water and drain time must be > 0, dwell and rate margin >= 0, loss margin in (0, 1]");
+  }
+  return LoadController(std::move(set), options);
+}
+
+LoadController::LoadController(ConfigSet set, const LoadControllerOptions& options)
+    : set_(std::move(set)), options_(options) {
+  state_.config = options_.initial_config;
+  state_.fixed_ms = options_.initial_fixed_ms;
+  state_.remote_ms = options_.initial_remote_ms;
+  state_.expected_accuracy = set_.configs[state_.config].accuracy;
+}
+
+void LoadController::AddArrivals(int64_t count) { arrivals_since_tick_ += count; }
+
+void LoadController::AddService(const ServiceObservation& o, double now_s) {
+  if (o.config < 0 || o.config >= static_cast<int>(set_.configs.size())) return;
+  const ExitConfig& c = set_.configs[o.config];
+  if (o.exit < 0 || o.exit >= static_cast<int>(c.exit_device_ms.size())) return;
+  const double dt = last_service_s_ < 0 ? 0 : now_s - last_service_s_;
+  last_service_s_ = std::max(last_service_s_, now_s);
+  const double keep = Keep(dt, options_.service_half_life_s);
+  // Speed factor: ratio of time-decayed sums of measured and expected compute.
+  measured_device_ = keep * measured_device_ + o.device_ms;
+  expected_device_ = keep * expected_device_ + c.exit_device_ms[o.exit];
+  if (expected_device_ > 1e-9 && measured_device_ > 0) state_.speed_factor = measured_device_ / expected_device_;
+  // Averages per sample: at least 5% weight for each new one.
+  const double w = std::min(0.95, keep);
+  state_.fixed_ms = fixed_known_ ? w * state_.fixed_ms + (1 - w) * o.fixed_ms : o.fixed_ms;
+  fixed_known_ = true;
+  if (o.offloaded) {
+    state_.remote_ms = remote_known_ ? w * state_.remote_ms + (1 - w) * o.remote_ms : o.remote_ms;
+    remote_known_ = true;
+  }
+}
+
+ConfigPrediction LoadController::PredictOne(int index, double rate) const {
+  const ExitConfig& c = set_.configs[index];
+  const int num_layers = set_.exit_layers.back() + 1;
+  const size_t g_count = set_.exit_layers.size();
+  double mean = 0, m2 = 0;
+  for (size_t g = 0; g < g_count; ++g) {
+    const bool offloaded = c.split < num_layers && (g + 1 == g_count || set_.exit_layers[g] >= c.split);
+    const double s = state_.fixed_ms + state_.speed_factor * c.exit_device_ms[g] + (offloaded ? state_.remote_ms : 0);
+    mean += c.exit_share[g] * s;
+    m2 += c.exit_share[g] * s * s;
+  }
+  ConfigPrediction p;
+  p.service_mean_ms = mean;
+  p.service_scv = mean > 0 ? std::max(0.0, m2 / (mean * mean) - 1) : 0;
+  if (mean <= 0 || rate <= 0) return p;
+  p.loss = Loss(rate * mean / 1000.0, p.service_scv);
+  return p;
+}
+
+double LoadController::Loss(double offered, double scv) const {
+  const double step = std::log(1.01);
+  const int rho_key = static_cast<int>(std::lround(std::log(offered) / step));
+  const int scv_key = static_cast<int>(std::lround(scv / 0.05));
+  const auto key = std::make_pair(rho_key, scv_key);
+  if (auto it = loss_cache_.find(key); it != loss_cache_.end()) return it->second;
+  QueueModel m;
+  m.arrival_rate = std::exp(rho_key * step);  // per second, with E[S] = 1 s
+  m.service_mean_s = 1.0;
+  m.service_scv = scv_key * 0.05;
+  m.servers = options_.workers;
+  m.capacity = options_.queue_capacity + options_.workers;
+  auto r = SolveQueue(m);
+  // The closed form of exponential service when the two-moment model fails.
+  const double loss = r.ok() ? r->loss_probability : SolveMMcK(m).loss_probability;
+  loss_cache_.emplace(key, loss);
+  return loss;
+}
+
+std::vector<ConfigPrediction> LoadController::Predict(double rate) const {
+  std::vector<ConfigPrediction> out;
+  for (int c = 0; c < static_cast<int>(set_.configs.size()); ++c) out.push_back(PredictOne(c, rate));
+  return out;
+}
+
+ControllerState LoadController::Tick(int queue_length, double now_s) {
+  state_.changed = false;
+  state_.queue_length = queue_length;
+  if (last_tick_s_ < 0 || now_s <= last_tick_s_) {
+    // First tick (or no time passed): nothing to measure a rate over yet.
+    if (last_tick_s_ < 0) {
+      last_tick_s_ = now_s;
+      arrivals_since_tick_ = 0;
+    }
+    return state_;
+  }
+  const double dt = now_s - last_tick_s_;
+  state_.last_rate = arrivals_since_tick_ / dt;
+  arrivals_since_tick_ = 0;
+  last_tick_s_ = now_s;
+  if (!rate_known_) {
+    state_.arrival_rate = state_.last_rate;
+    rate_known_ = true;
+  } else {
+    const double keep = Keep(dt, options_.rate_half_life_s);
+    state_.arrival_rate = keep * state_.arrival_rate + (1 - keep) * state_.last_rate;
+  }
+  const double high_water = options_.high_water * options_.queue_capacity;
+  double rate = std::max(state_.arrival_rate, state_.last_rate);
+  if (queue_length >= high_water) rate += (queue_length - high_water) / options_.drain_s;
+  state_.rate_used = rate;
+  state_.predictions = Predict(rate);
+  const int n = static_cast<int>(set_.configs.size());
+  const double target = options_.loss_target;
+  int next = state_.config;
+  if (state_.predictions[state_.config].loss > target) {
+    // Down at once: the most accurate configuration that meets the target,
+    // else the one predicted to lose least.
+    next = -1;
+    for (int c = 0; c < n && next < 0; ++c) {
+      if (state_.predictions[c].loss <= target) next = c;
+    }
+    if (next < 0) {
+      next = 0;
+      for (int c = 1; c < n; ++c) {
+        if (state_.predictions[c].loss < state_.predictions[next].loss) next = c;
+      }
+    }
+    up_since_s_ = -1;
+  } else if (state_.config > 0 && queue_length < high_water) {
+    // Up with margin, after the dwell.
+    const double up_rate = state_.arrival_rate * (1 + options_.up_rate_margin);
+    int candidate = -1;
+    for (int c = 0; c < state_.config && candidate < 0; ++c) {
+      if (PredictOne(c, up_rate).loss <= target * options_.up_loss_margin) candidate = c;
+    }
+    if (candidate < 0) {
+      up_since_s_ = -1;
+    } else {
+      if (up_since_s_ < 0) up_since_s_ = now_s;
+      if (now_s - up_since_s_ >= options_.dwell_s) {
+        next = candidate;
+        up_since_s_ = -1;
+      }
+    }
+  } else {
+    up_since_s_ = -1;
+  }
+  if (next != state_.config) {
+    state_.config = next;
+    state_.changed = true;
+    ++state_.changes;
+  }
+  state_.expected_accuracy = set_.configs[state_.config].accuracy;
+  state_.predicted_loss = state_.predictions[state_.config].loss;
+  return state_;
+}
+
+}  // namespace eenn::common

@@ -1,0 +1,132 @@
+// Load-aware choice of exit configuration (CEED) for eenn-device: from the
+// arrival rate, the queue length and the measured service times, picks the
+// most accurate configuration of a ConfigSet (common/config_set.h) whose
+// predicted loss ratio stays under a target. Torch-free; the device feeds it
+// and applies its choice.
+//
+// Service time of a request under configuration c (what a worker is busy
+// with): a fixed part (preprocessing, bookkeeping; measured), the device
+// compute of the exit it leaves at (the configuration's expected compute per
+// exit, scaled by a measured speed factor = measured / expected compute), and
+// for offloaded requests the remote part (encode, round trip or local
+// fallback; measured). Its mean and SCV follow from the configuration's exit
+// shares; the loss ratio of the device's queue (c = workers, K = queue
+// capacity + workers) comes from the M/G/c/K predictor (common/queueing.h),
+// with the offered load rounded to 1% (geometric steps) and the SCV to 0.05
+// so that solves are cached and a tick stays cheap.
+//
+// Decisions, each tick:
+//  * the rate used is the larger of the smoothed rate and the last tick's
+//    rate, so a burst counts at once; with the queue at or above the
+//    high-water mark, the backlog beyond it is added as extra rate to drain
+//    within `drain_s`;
+//  * down (cheaper) at once: when the current configuration's predicted loss
+//    exceeds the target, move to the most accurate one that meets it (the
+//    cheapest when none does);
+//  * up (more accurate) only with margin and dwell: the most accurate
+//    configuration whose predicted loss at the smoothed rate times
+//    (1 + up_rate_margin) is at most target * up_loss_margin, once such a
+//    more accurate one has been available for `dwell_s` without a break.
+#ifndef EENN_COMMON_LOAD_CONTROLLER_H_
+#define EENN_COMMON_LOAD_CONTROLLER_H_
+
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/config_set.h"
+
+namespace eenn::common {
+
+struct LoadControllerOptions {
+  double loss_target = 0.01;     // loss ratio to stay under
+  int workers = 2;               // eenn-device --workers
+  int queue_capacity = 64;       // eenn-device --queue_capacity
+  double rate_half_life_s = 2.0; // smoothing of the arrival rate
+  double service_half_life_s = 5.0;  // smoothing of the measured service parts
+  double high_water = 0.5;       // share of the queue capacity
+  double drain_s = 1.0;          // backlog above the high-water mark is drained within this
+  double up_loss_margin = 0.5;   // up only to a configuration predicted under target * this ...
+  double up_rate_margin = 0.2;   // ... at the smoothed rate times (1 + this) ...
+  double dwell_s = 3.0;          // ... available for this long without a break
+  int initial_config = 0;        // index into the set (0: the most accurate)
+  // Service parts assumed until measured.
+  double initial_fixed_ms = 0;
+  double initial_remote_ms = 0;
+};
+
+// One finished request, as the worker timed it.
+struct ServiceObservation {
+  int config = 0;          // index of the configuration it ran under
+  int exit = 0;            // index of the exit that answered
+  double device_ms = 0;    // device compute (layers [0, split) and their exits)
+  double remote_ms = 0;    // offloaded: encode + round trip, or the local fallback; 0 otherwise
+  double fixed_ms = 0;     // the rest of its service (preprocessing, ...)
+  bool offloaded = false;  // no device exit answered it
+};
+
+struct ConfigPrediction {
+  double service_mean_ms = 0;
+  double service_scv = 0;
+  double loss = 0;         // predicted loss ratio at the rate used
+};
+
+struct ControllerState {
+  int config = 0;                // the configuration in use
+  bool changed = false;          // this tick moved it
+  int changes = 0;               // moves so far
+  double arrival_rate = 0;       // smoothed, per second
+  double last_rate = 0;          // during the last tick
+  double rate_used = 0;          // the rate the down decision used (backlog included)
+  int queue_length = 0;
+  double speed_factor = 1;       // measured / expected device compute
+  double fixed_ms = 0, remote_ms = 0;
+  double expected_accuracy = 0;  // of the configuration in use
+  double predicted_loss = 0;     // of the configuration in use, at rate_used
+  std::vector<ConfigPrediction> predictions;  // per configuration, at rate_used
+};
+
+class LoadController {
+ public:
+  // InvalidArgument for an empty set, a target outside (0, 1), workers < 1,
+  // queue capacity < 1 or an initial configuration out of range.
+  static absl::StatusOr<LoadController> Create(ConfigSet set, const LoadControllerOptions& options);
+
+  // `count` requests arrived (accepted or refused) by `now_s`.
+  void AddArrivals(int64_t count);
+  void AddService(const ServiceObservation& o, double now_s);
+  // Decides at `now_s` with `queue_length` requests waiting.
+  ControllerState Tick(int queue_length, double now_s);
+
+  // The predicted loss and service of every configuration at a rate.
+  std::vector<ConfigPrediction> Predict(double rate_per_s) const;
+
+  const ConfigSet& set() const { return set_; }
+  const LoadControllerOptions& options() const { return options_; }
+  const ControllerState& state() const { return state_; }
+
+ private:
+  LoadController(ConfigSet set, const LoadControllerOptions& options);
+  ConfigPrediction PredictOne(int c, double rate_per_s) const;
+  double Loss(double offered_load, double scv) const;
+
+  ConfigSet set_;
+  LoadControllerOptions options_;
+  ControllerState state_;
+  int64_t arrivals_since_tick_ = 0;
+  double last_tick_s_ = -1;
+  bool rate_known_ = false;
+  double up_since_s_ = -1;  // a more accurate configuration has qualified since then
+  // Time-weighted averages of the service parts.
+  double measured_device_ = 0, expected_device_ = 0;
+  double last_service_s_ = -1;
+  bool fixed_known_ = false, remote_known_ = false;
+  // Predicted loss by (offered load lambda E[S] in 1% geometric steps, SCV in
+  // steps of 0.05): the queue solve takes milliseconds near saturation.
+  mutable std::map<std::pair<int, int>, double> loss_cache_;
+};
+
+}  // namespace eenn::common
+
+#endif  // EENN_COMMON_LOAD_CONTROLLER_H_

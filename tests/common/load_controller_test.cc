@@ -1,0 +1,221 @@
+// Load controller: a hand-made set of three configurations whose service
+// capacity is known (2 workers; mean service 10, 5 and 2.5 ms, so 200, 400
+// and 800 requests/s), driven by synthetic arrival sequences.
+#include "common/load_controller.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+namespace eenn::common {
+namespace {
+
+// Exits at layers 1 and 3 (final), everything on the device (split 4); half
+// of the requests leave at each exit, the second costing three times the first.
+ConfigSet ThreeConfigs() {
+  ConfigSet set;
+  set.model_name = "toy";
+  set.model_version = "1";
+  set.exit_layers = {1, 3};
+  set.bundle_thresholds = {0.9f, 0.0f};
+  const double accuracy[3] = {0.90, 0.86, 0.80};
+  const double mean_ms[3] = {10, 5, 2.5};
+  for (int i = 0; i < 3; ++i) {
+    ExitConfig c;
+    c.split = 4;
+    c.thresholds = {0.9f - 0.1f * i, 0.0f};
+    c.accuracy = accuracy[i];
+    c.exit_share = {0.5, 0.5};
+    c.exit_device_ms = {0.5 * mean_ms[i], 1.5 * mean_ms[i]};
+    c.device_ms = mean_ms[i];
+    c.device_ms_m2 = 0.5 * (0.25 + 2.25) * mean_ms[i] * mean_ms[i];
+    set.configs.push_back(c);
+  }
+  return set;
+}
+
+LoadControllerOptions Options() {
+  LoadControllerOptions o;
+  o.loss_target = 0.01;
+  o.workers = 2;
+  o.queue_capacity = 64;
+  o.rate_half_life_s = 2.0;
+  o.dwell_s = 3.0;
+  return o;
+}
+
+constexpr double kTick = 0.25;
+
+// Runs `seconds` of ticks at `rate` arrivals per second with `queue` waiting;
+// returns the configuration after each tick.
+std::vector<int> Drive(LoadController& c, double& now, double seconds, double rate, int queue = 0) {
+  std::vector<int> configs;
+  for (double t = 0; t < seconds - 1e-9; t += kTick) {
+    now += kTick;
+    c.AddArrivals(static_cast<int64_t>(rate * kTick + 0.5));
+    configs.push_back(c.Tick(queue, now).config);
+  }
+  return configs;
+}
+
+TEST(LoadControllerTest, PredictsLossFromServiceCapacity) {
+  auto c = LoadController::Create(ThreeConfigs(), Options());
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto p = c->Predict(300);
+  ASSERT_EQ(p.size(), 3u);
+  EXPECT_NEAR(p[0].service_mean_ms, 10, 1e-9);
+  EXPECT_NEAR(p[0].service_scv, 0.25, 1e-9);
+  // Config 0 serves 200/s: at 300/s it loses about a third; the others little.
+  EXPECT_NEAR(p[0].loss, 1 - 200.0 / 300, 0.02);
+  EXPECT_LT(p[1].loss, 0.01);
+  EXPECT_LT(p[2].loss, 1e-6);
+}
+
+TEST(LoadControllerTest, BurstMovesToACheaperConfigurationWithinOneTick) {
+  auto c = LoadController::Create(ThreeConfigs(), Options());
+  ASSERT_TRUE(c.ok());
+  double now = 0;
+  c->Tick(0, now);
+  for (int config : Drive(*c, now, 10, 100)) EXPECT_EQ(config, 0);
+  // 600/s: only config 2 (800/s) keeps up.
+  auto burst = Drive(*c, now, 2, 600);
+  EXPECT_EQ(burst.front(), 2);
+  EXPECT_EQ(c->state().changes, 1);
+  EXPECT_GT(c->state().predictions[0].loss, 0.5);
+  EXPECT_LE(c->state().predicted_loss, 0.01);
+  EXPECT_DOUBLE_EQ(c->state().expected_accuracy, 0.80);
+}
+
+TEST(LoadControllerTest, CalmReturnsToTheMostAccurateAfterTheDwell) {
+  auto c = LoadController::Create(ThreeConfigs(), Options());
+  ASSERT_TRUE(c.ok());
+  double now = 0;
+  c->Tick(0, now);
+  Drive(*c, now, 5, 100);
+  Drive(*c, now, 5, 600);
+  ASSERT_EQ(c->state().config, 2);
+  const int changes_before = c->state().changes;
+  auto calm = Drive(*c, now, 30, 100);
+  // Not before the dwell has passed, back to config 0 in the end, each move upwards.
+  const int dwell_ticks = static_cast<int>(Options().dwell_s / kTick);
+  for (int i = 0; i < dwell_ticks; ++i) EXPECT_EQ(calm[i], 2) << "tick " << i;
+  EXPECT_EQ(calm.back(), 0);
+  for (size_t i = 1; i < calm.size(); ++i) EXPECT_LE(calm[i], calm[i - 1]);
+  EXPECT_LE(c->state().changes - changes_before, 2);
+  // Two moves at least a dwell apart.
+  int first = -1, second = -1;
+  for (size_t i = 1; i < calm.size(); ++i) {
+    if (calm[i] != calm[i - 1]) (first < 0 ? first : second) = static_cast<int>(i);
+  }
+  if (second >= 0) {
+    EXPECT_GE(second - first, dwell_ticks);
+  }
+}
+
+TEST(LoadControllerTest, DoesNotFlapAtABoundaryRate) {
+  auto probe = LoadController::Create(ThreeConfigs(), Options());
+  ASSERT_TRUE(probe.ok());
+  // The rate at which config 0's predicted loss crosses the target.
+  double lo = 50, hi = 400;
+  for (int i = 0; i < 60; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (probe->Predict(mid)[0].loss > 0.01 ? hi : lo) = mid;
+  }
+  const double boundary = lo;
+  EXPECT_GT(boundary, 150);
+  EXPECT_LT(boundary, 230);
+  auto c = LoadController::Create(ThreeConfigs(), Options());
+  double now = 0;
+  c->Tick(0, now);
+  // 60 s alternating 3% above and below the boundary, tick by tick.
+  std::vector<int> configs;
+  for (int i = 0; i < 240; ++i) {
+    now += kTick;
+    c->AddArrivals(static_cast<int64_t>(boundary * (i % 2 ? 1.03 : 0.97) * kTick + 0.5));
+    configs.push_back(c->Tick(0, now).config);
+  }
+  EXPECT_LE(c->state().changes, 1);
+  EXPECT_NE(configs.back(), 2);  // 1 (400/s) is enough
+}
+
+TEST(LoadControllerTest, QueueAboveHighWaterDrainsTheBacklog) {
+  LoadControllerOptions o = Options();
+  o.drain_s = 0.5;
+  auto c = LoadController::Create(ThreeConfigs(), o);
+  ASSERT_TRUE(c.ok());
+  double now = 0;
+  c->Tick(0, now);
+  // 180/s alone suits config 0 ...
+  for (int config : Drive(*c, now, 5, 180, 5)) EXPECT_EQ(config, 0);
+  // ... but with 60 waiting (high water 32) the backlog must drain: cheaper at once.
+  auto full = Drive(*c, now, kTick, 180, 60);
+  EXPECT_GT(full.front(), 0);
+  EXPECT_NEAR(c->state().rate_used, 180 + (60 - 32) / 0.5, 1e-6);
+}
+
+TEST(LoadControllerTest, MeasuredSlowdownScalesTheServiceTimes) {
+  auto c = LoadController::Create(ThreeConfigs(), Options());
+  ASSERT_TRUE(c.ok());
+  double now = 0;
+  c->Tick(0, now);
+  for (int config : Drive(*c, now, 5, 150)) EXPECT_EQ(config, 0);
+  // The device computes twice as slowly as profiled: config 0 now serves 100/s.
+  for (int i = 0; i < 200; ++i) {
+    ServiceObservation o;
+    o.config = 0;
+    o.exit = i % 2;
+    o.device_ms = 2 * (i % 2 ? 15.0 : 5.0);
+    c->AddService(o, now + i * 0.001);
+  }
+  EXPECT_NEAR(c->state().speed_factor, 2.0, 0.05);
+  auto slow = Drive(*c, now, kTick, 150);
+  EXPECT_EQ(slow.front(), 1);  // 5 ms x 2 = 10 ms: 200/s
+  EXPECT_NEAR(c->state().predictions[0].service_mean_ms, 20, 0.5);
+}
+
+TEST(LoadControllerTest, OffloadedRequestsPayTheRemotePart) {
+  ConfigSet set = ThreeConfigs();
+  set.configs[0].split = 2;  // exit 0 (layer 1) on the device, the final exit offloaded
+  auto c = LoadController::Create(set, Options());
+  ASSERT_TRUE(c.ok());
+  ServiceObservation o;
+  o.config = 0;
+  o.exit = 1;
+  o.device_ms = 15;
+  o.remote_ms = 4;
+  o.fixed_ms = 1;
+  o.offloaded = true;
+  c->AddService(o, 0);
+  auto p = c->Predict(100);
+  // Half leave at exit 0 (5 + 1 ms), half are offloaded (15 + 1 + 4 ms).
+  EXPECT_NEAR(p[0].service_mean_ms, 0.5 * 6 + 0.5 * 20, 1e-9);
+  EXPECT_NEAR(p[1].service_mean_ms, 5 + 1, 1e-9);  // no offload in config 1
+}
+
+TEST(LoadControllerTest, RefusesBadOptions) {
+  LoadControllerOptions o = Options();
+  EXPECT_FALSE(LoadController::Create(ConfigSet{}, o).ok());
+  o.loss_target = 0;
+  EXPECT_FALSE(LoadController::Create(ThreeConfigs(), o).ok());
+  o = Options();
+  o.workers = 0;
+  EXPECT_FALSE(LoadController::Create(ThreeConfigs(), o).ok());
+  o = Options();
+  o.initial_config = 3;
+  EXPECT_FALSE(LoadController::Create(ThreeConfigs(), o).ok());
+}
+
+TEST(LoadControllerTest, TickIsCheapEnoughForTheDevice) {
+  auto c = LoadController::Create(ThreeConfigs(), Options());
+  ASSERT_TRUE(c.ok());
+  double now = 0;
+  c->Tick(0, now);
+  const auto t0 = std::chrono::steady_clock::now();
+  Drive(*c, now, 5, 380);  // near config 1's capacity: the slowest solves
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(ms / 20, 50.0) << "ms per tick";
+  std::printf("%.2f ms per tick\n", ms / 20);
+}
+
+}  // namespace
+}  // namespace eenn::common
