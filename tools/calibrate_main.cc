@@ -4,17 +4,28 @@
 //
 //   eenn-calibrate --bundle models/cifar10-resnet18 --data_dir ../shared/datasets/cifar10
 //     --max_drop 1.0
+//
+// With --configs it also writes the load-aware exit configurations
+// (common/config_set.h) for eenn-device's load controller: the Pareto-optimal
+// thresholds of the device's exits over accuracy floors down to
+// --configs_max_drop, from the same validation data and layer costs;
+// --configs_only leaves the bundle's thresholds as they are.
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/bundle.h"
 #include "common/calibration.h"
+#include "common/config_set.h"
 #include "common/exit_outputs.h"
 #include "common/layer_costs.h"
+#include "common/manifest.h"
 #include "common/threads.h"
 #include "tools/bundle_data.h"
 
@@ -28,6 +39,14 @@ ABSL_FLAG(double, val_ratio, -1, "Validation share (default: the trainer's, from
 ABSL_FLAG(int, seed, -1, "Split seed (default: the trainer's, from the bundle).");
 ABSL_FLAG(int, threads, 2, "LibTorch threads (also the setting whose latency is minimised).");
 ABSL_FLAG(bool, json, false, "Print the report as one JSON object.");
+ABSL_FLAG(std::string, configs, "",
+          "Also write load-aware exit configurations here ('bundle': configs.json in the output bundle).");
+ABSL_FLAG(std::vector<std::string>, configs_splits, {},
+          "Split layers to make configurations for (default: the device's default, after the last early exit).");
+ABSL_FLAG(double, configs_max_drop, 10.0, "Deepest accuracy floor of the configurations, in points below the best.");
+ABSL_FLAG(double, configs_step, 0.25, "Accuracy floor step of the configurations, in points.");
+ABSL_FLAG(bool, configs_only, false,
+          "Only write the configurations (with --configs): the bundle's thresholds stay as they are.");
 
 namespace {
 int Fail(const absl::Status& s) {
@@ -63,8 +82,55 @@ int main(int argc, char** argv) {
   eenn::common::CalibrationTarget target;
   target.max_drop = absl::GetFlag(FLAGS_max_drop) / 100.0;
   if (absl::GetFlag(FLAGS_target_accuracy) >= 0) target.min_accuracy = absl::GetFlag(FLAGS_target_accuracy) / 100.0;
-  auto result = eenn::common::Calibrate(data, target);
+  const bool configs_only = absl::GetFlag(FLAGS_configs_only);
+  if (configs_only && absl::GetFlag(FLAGS_configs).empty()) {
+    return Fail(absl::InvalidArgumentError("--configs_only needs --configs"));
+  }
+  auto result = configs_only ? absl::StatusOr<eenn::common::CalibrationResult>(
+                                   eenn::common::EvaluateThresholds(data, bundle->manifest.thresholds))
+                             : eenn::common::Calibrate(data, target);
   if (!result.ok()) return Fail(result.status());
+  const std::string out = absl::GetFlag(FLAGS_out).empty() ? absl::GetFlag(FLAGS_bundle) : absl::GetFlag(FLAGS_out);
+
+  // Load-aware configurations: the thresholds past the split are the bundle's (new) ones.
+  nlohmann::json configs_report = nullptr;
+  eenn::common::ConfigSet config_set;
+  std::string configs_path = absl::GetFlag(FLAGS_configs);
+  if (!configs_path.empty()) {
+    if (configs_path == "bundle") configs_path = out + "/configs.json";
+    eenn::common::ConfigSweepInput in;
+    in.data = data;
+    in.exit_layers = net.exit_layers();
+    in.layer_cost = costs.layer_ms;
+    in.bundle_thresholds = result->thresholds;
+    eenn::common::ConfigSweepOptions so;
+    so.max_drop = absl::GetFlag(FLAGS_configs_max_drop) / 100.0;
+    so.step = absl::GetFlag(FLAGS_configs_step) / 100.0;
+    for (const std::string& v : absl::GetFlag(FLAGS_configs_splits)) {
+      int split = 0;
+      if (!absl::SimpleAtoi(v, &split)) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat("--configs_splits: '", v, "' is not a layer index")));
+      }
+      so.splits.push_back(split);
+    }
+    if (so.splits.empty()) {
+      const auto& exits = net.exit_layers();
+      so.splits.push_back(exits.size() >= 2 ? exits[exits.size() - 2] + 1 : net.num_layers());
+    }
+    auto front = eenn::common::SweepConfigs(in, so);
+    if (!front.ok()) return Fail(front.status());
+    config_set.model_name = bundle->manifest.model_name;
+    config_set.model_version = bundle->manifest.model_version;
+    config_set.exit_layers = net.exit_layers();
+    config_set.bundle_thresholds = result->thresholds;
+    config_set.final_exit_accuracy = result->final_exit_accuracy;
+    config_set.configs = std::move(*front);
+    configs_report = nlohmann::json::array();
+    for (const auto& c : config_set.configs) {
+      configs_report.push_back({{"split", c.split}, {"accuracy", c.accuracy}, {"device_ms", c.device_ms},
+                                {"offload_share", c.offload_share}, {"thresholds", c.thresholds}});
+    }
+  }
 
   nlohmann::json histogram = nlohmann::json::object();
   for (int g = 0; g < net.num_exits(); ++g) {
@@ -84,6 +150,25 @@ int main(int argc, char** argv) {
       {"threads", absl::GetFlag(FLAGS_threads)},
       {"layer_ms", costs.layer_ms},
       {"head_ms", costs.head_ms}};
+  if (!configs_report.is_null()) report["configs"] = configs_report;
+
+  if (!configs_path.empty() && configs_only) {
+    config_set.weights_sha256 = bundle->manifest.weights_sha256;
+    if (auto s = eenn::common::WriteConfigSet(configs_path, config_set); !s.ok()) return Fail(s);
+    if (absl::GetFlag(FLAGS_json)) {
+      std::cout << report.dump() << "\n";
+    } else {
+      std::printf("validation: %zu samples; bundle thresholds %.2f%% (final exit %.2f%%)\n", val->size(),
+                  100 * result->accuracy, 100 * result->final_exit_accuracy);
+      std::printf("split | accuracy | device ms | offload share\n");
+      for (const auto& c : config_set.configs) {
+        std::printf("%5d | %7.2f%% | %9.3f | %6.1f%%\n", c.split, 100 * c.accuracy, c.device_ms,
+                    100 * c.offload_share);
+      }
+      std::printf("wrote %zu configurations to %s\n", config_set.configs.size(), configs_path.c_str());
+    }
+    return 0;
+  }
 
   eenn::common::BundleManifest m = bundle->manifest;
   m.thresholds = result->thresholds;
@@ -92,8 +177,14 @@ int main(int argc, char** argv) {
   meta["calibrated"] = true;
   meta["calibration"] = report;
   m.metadata_json = meta.dump();
-  const std::string out = absl::GetFlag(FLAGS_out).empty() ? absl::GetFlag(FLAGS_bundle) : absl::GetFlag(FLAGS_out);
   if (auto s = eenn::common::SaveBundle(out, m, net); !s.ok()) return Fail(s);
+  if (!configs_path.empty()) {
+    // The checksum of the weights as saved.
+    auto saved = eenn::common::ReadManifest(out);
+    if (!saved.ok()) return Fail(saved.status());
+    config_set.weights_sha256 = saved->weights_sha256;
+    if (auto s = eenn::common::WriteConfigSet(configs_path, config_set); !s.ok()) return Fail(s);
+  }
 
   if (absl::GetFlag(FLAGS_json)) {
     std::cout << report.dump() << "\n";
@@ -109,6 +200,9 @@ int main(int argc, char** argv) {
                   100 * result->exit_share[g], 100 * outputs.ExitAccuracy()[g]);
     }
     std::printf("wrote %s\n", out.c_str());
+    if (!configs_path.empty()) {
+      std::printf("wrote %zu load-aware configurations to %s\n", config_set.configs.size(), configs_path.c_str());
+    }
   }
   return 0;
 }
