@@ -364,6 +364,29 @@ TEST_F(ReliabilityTest, ServerRefusesRawMalformedOverflowingAndOversizedRequests
   EXPECT_TRUE(server.proc.running());
 }
 
+TEST_F(ReliabilityTest, DaemonsRefuseATamperedBundleAtStart) {
+  // One flipped bit in the weights: the manifest's SHA-256 no longer matches.
+  const std::string tampered = dir_->Join("tampered");
+  fs::create_directories(tampered);
+  for (const auto& e : fs::directory_iterator(dir_->Join("bundle"))) fs::copy(e.path(), tampered / e.path().filename());
+  std::string w = testing::ReadAll(tampered + "/weights.pt");
+  w[w.size() / 3] ^= 0x10;
+  testing::WriteAll(tampered + "/weights.pt", w);
+  for (const std::string binary : {"eenn-server", "eenn-device"}) {
+    testing::Process p;
+    const std::string log = dir_->Join(binary + "-tampered.log");
+    std::vector<std::string> args = {BinPath(binary), "--bundle=" + tampered, "--listen=127.0.0.1:0",
+                                     "--metrics_address=127.0.0.1:0", "--plaintext"};
+    if (binary == "eenn-device") args.push_back("--server_plaintext");
+    ASSERT_TRUE(p.Start(args, log));
+    const int code = p.Wait(std::chrono::seconds(120));
+    EXPECT_NE(code, 0) << binary;
+    EXPECT_NE(code, -1) << binary << " is still running";
+    const std::string out = p.log();
+    EXPECT_NE(out.find("checksum mismatch"), std::string::npos) << binary << ":\n" << out;
+  }
+}
+
 TEST_F(ReliabilityTest, OffloadPastItsDeadlineFallsBackAndIsCounted) {
   Daemon server, device;
   // The server holds each lone request 400 ms hoping to fill a batch; the device
