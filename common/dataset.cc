@@ -30,9 +30,11 @@ absl::StatusOr<std::string> ReadMaybeGz(const std::string& path) {
   while ((n = gzread(f, buf, sizeof buf)) > 0) out.append(buf, n);
   int err = 0;
   const char* msg = gzerror(f, &err);
+  // gzerror's message lives in the gzFile: copy it before gzclose frees it.
+  const std::string error = msg && *msg ? msg : "read error";
   gzclose(f);
   if (n < 0 || (err != Z_OK && err != Z_STREAM_END)) {
-    return absl::DataLossError(absl::StrCat("'", path, "': ", msg ? msg : "read error"));
+    return absl::DataLossError(absl::StrCat("'", path, "': ", error));
   }
   return out;
 }
