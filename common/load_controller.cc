@@ -27,7 +27,7 @@ absl::StatusOr<LoadController> LoadController::Create(ConfigSet set, const LoadC
     return absl::InvalidArgumentError(absl::StrCat("load controller: initial configuration ", options.initial_config,
                                                    " is out of range [0, ", set.configs.size(), ")"));
   }
-  if (!(options.high_water > 0) || !(options.drain_s > 0) || options.dwell_s < 0 || options.up_rate_margin < 0 ||
+  if (!(options.high_water > 0) || !(options.drain_s > 0) || options.burst_window_s < 0 || options.dwell_s < 0 || options.up_rate_margin < 0 ||
       !(options.up_loss_margin > 0 && options.up_loss_margin <= 1)) {
     return absl::InvalidArgumentError(
         "load controller: high water and drain time must be > 0, dwell and rate margin >= 0, loss margin in (0, 1]");
@@ -91,15 +91,22 @@ double LoadController::Loss(double offered, double scv) const {
   const int scv_key = static_cast<int>(std::lround(scv / 0.05));
   const auto key = std::make_pair(rho_key, scv_key);
   if (auto it = loss_cache_.find(key); it != loss_cache_.end()) return it->second;
+  // The c workers pooled into one server c times as fast (M/G/1/K by the
+  // embedded chain, milliseconds at most): the M/PH/c/K chain takes seconds
+  // per solve near saturation with a low SCV, too slow for a control loop,
+  // and the two differ only when fewer than c requests are in the system,
+  // where the loss is negligible against any useful target.
   QueueModel m;
   m.arrival_rate = std::exp(rho_key * step);  // per second, with E[S] = 1 s
-  m.service_mean_s = 1.0;
+  m.service_mean_s = 1.0 / options_.workers;
   m.service_scv = scv_key * 0.05;
-  m.servers = options_.workers;
+  m.servers = 1;
   m.capacity = options_.queue_capacity + options_.workers;
-  auto r = SolveQueue(m);
+  // Whatever the model: throughput <= c / E[S], so loss >= 1 - c / (lambda E[S]).
+  const double bound = std::max(0.0, 1.0 - options_.workers / m.arrival_rate);
+  auto r = SolveMG1K(m);
   // The closed form of exponential service when the two-moment model fails.
-  const double loss = r.ok() ? r->loss_probability : SolveMMcK(m).loss_probability;
+  const double loss = std::max(bound, r.ok() ? r->loss_probability : SolveMMcK(m).loss_probability);
   loss_cache_.emplace(key, loss);
   return loss;
 }
@@ -122,15 +129,28 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
     return state_;
   }
   const double dt = now_s - last_tick_s_;
-  state_.last_rate = arrivals_since_tick_ / dt;
+  const double tick_rate = arrivals_since_tick_ / dt;
+  recent_.emplace_back(dt, arrivals_since_tick_);
   arrivals_since_tick_ = 0;
   last_tick_s_ = now_s;
+  double span = 0;
+  int64_t count = 0;
+  for (const auto& [d, n] : recent_) {
+    span += d;
+    count += n;
+  }
+  while (recent_.size() > 1 && span - recent_.front().first >= options_.burst_window_s - 1e-9) {
+    span -= recent_.front().first;
+    count -= recent_.front().second;
+    recent_.pop_front();
+  }
+  state_.last_rate = count / span;
   if (!rate_known_) {
-    state_.arrival_rate = state_.last_rate;
+    state_.arrival_rate = tick_rate;
     rate_known_ = true;
   } else {
     const double keep = Keep(dt, options_.rate_half_life_s);
-    state_.arrival_rate = keep * state_.arrival_rate + (1 - keep) * state_.last_rate;
+    state_.arrival_rate = keep * state_.arrival_rate + (1 - keep) * tick_rate;
   }
   const double high_water = options_.high_water * options_.queue_capacity;
   double rate = std::max(state_.arrival_rate, state_.last_rate);

@@ -11,13 +11,15 @@
 // for offloaded requests the remote part (encode, round trip or local
 // fallback; measured). Its mean and SCV follow from the configuration's exit
 // shares; the loss ratio of the device's queue (c = workers, K = queue
-// capacity + workers) comes from the M/G/c/K predictor (common/queueing.h),
+// capacity + workers) comes from the M/G/1/K predictor (common/queueing.h)
+// with the c workers pooled into one server c times as fast (fast enough for
+// a control loop; see load_controller.cc),
 // with the offered load rounded to 1% (geometric steps) and the SCV to 0.05
 // so that solves are cached and a tick stays cheap.
 //
 // Decisions, each tick:
-//  * the rate used is the larger of the smoothed rate and the last tick's
-//    rate, so a burst counts at once; with the queue at or above the
+//  * the rate used is the larger of the smoothed rate and the rate over the
+//    last `burst_window_s`, so a burst counts at once; with the queue at or above the
 //    high-water mark, the backlog beyond it is added as extra rate to drain
 //    within `drain_s`;
 //  * down (cheaper) at once: when the current configuration's predicted loss
@@ -30,6 +32,7 @@
 #ifndef EENN_COMMON_LOAD_CONTROLLER_H_
 #define EENN_COMMON_LOAD_CONTROLLER_H_
 
+#include <deque>
 #include <map>
 #include <utility>
 #include <vector>
@@ -44,6 +47,7 @@ struct LoadControllerOptions {
   int workers = 2;               // eenn-device --workers
   int queue_capacity = 64;       // eenn-device --queue_capacity
   double rate_half_life_s = 2.0; // smoothing of the arrival rate
+  double burst_window_s = 0.5;   // the recent rate (at least one tick) that a burst shows in at once
   double service_half_life_s = 5.0;  // smoothing of the measured service parts
   double high_water = 0.5;       // share of the queue capacity
   double drain_s = 1.0;          // backlog above the high-water mark is drained within this
@@ -77,7 +81,7 @@ struct ControllerState {
   bool changed = false;          // this tick moved it
   int changes = 0;               // moves so far
   double arrival_rate = 0;       // smoothed, per second
-  double last_rate = 0;          // during the last tick
+  double last_rate = 0;          // over the last burst window
   double rate_used = 0;          // the rate the down decision used (backlog included)
   int queue_length = 0;
   double speed_factor = 1;       // measured / expected device compute
@@ -115,6 +119,7 @@ class LoadController {
   LoadControllerOptions options_;
   ControllerState state_;
   int64_t arrivals_since_tick_ = 0;
+  std::deque<std::pair<double, int64_t>> recent_;  // (tick length, arrivals) of the last ticks
   double last_tick_s_ = -1;
   bool rate_known_ = false;
   double up_since_s_ = -1;  // a more accurate configuration has qualified since then

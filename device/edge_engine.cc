@@ -53,6 +53,10 @@ class EdgeEngine::Impl {
         client_(std::move(client)),
         metrics_(metrics) {
     split_ = options_.split_layer;
+    {
+      absl::MutexLock lock(&active_mu_);
+      active_ = std::make_shared<const ActiveConfig>(ActiveConfig{-1, options_.split_layer, bundle_.policy});
+    }
     if (metrics_) {
       metrics_->queue_capacity->Set(options_.queue_capacity);
       metrics_->split_layer->Set(split_);
@@ -87,9 +91,37 @@ class EdgeEngine::Impl {
       return absl::InvalidArgumentError(absl::StrCat("split layer ", split, " is out of range [0, ",
                                                      model_.num_layers, "]"));
     }
-    split_ = split;
+    {
+      absl::MutexLock lock(&active_mu_);
+      auto next = std::make_shared<ActiveConfig>(*active_);
+      next->split = split;
+      active_ = std::move(next);
+      split_ = split;
+    }
     if (metrics_) metrics_->split_layer->Set(split);
     return absl::OkStatus();
+  }
+
+  absl::Status SetExitConfig(int index, int split, const std::vector<float>& thresholds) {
+    if (split < 0 || split > model_.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("split layer ", split, " is out of range [0, ",
+                                                     model_.num_layers, "]"));
+    }
+    common::ExitPolicy policy = bundle_.policy;
+    policy.thresholds = thresholds;
+    EENN_RETURN_IF_ERROR(bundle_.model->ValidatePolicy(policy));
+    {
+      absl::MutexLock lock(&active_mu_);
+      active_ = std::make_shared<const ActiveConfig>(ActiveConfig{index, split, std::move(policy)});
+      split_ = split;
+    }
+    if (metrics_) metrics_->split_layer->Set(split);
+    return absl::OkStatus();
+  }
+
+  int exit_config() const {
+    absl::MutexLock lock(&active_mu_);
+    return active_->index;
   }
 
   ServerState server_state() const {
@@ -115,6 +147,7 @@ class EdgeEngine::Impl {
   }
 
   void Submit(ClassifyInput input, Callback done) {
+    if (options_.on_arrival) options_.on_arrival();
     absl::Status refused;
     {
       absl::MutexLock lock(&mu_);
@@ -177,6 +210,18 @@ class EdgeEngine::Impl {
     absl::Time enqueued;
   };
 
+  // The exit configuration requests start with (swapped whole).
+  struct ActiveConfig {
+    int index = -1;
+    int split = 0;
+    common::ExitPolicy policy;
+  };
+
+  std::shared_ptr<const ActiveConfig> Active() const {
+    absl::MutexLock lock(&active_mu_);
+    return active_;
+  }
+
   void SetServer(bool available, std::string detail) {
     bool changed;
     {
@@ -218,7 +263,19 @@ class EdgeEngine::Impl {
       ++running_;
       if (metrics_) metrics_->queue_depth->Set(static_cast<double>(queue_.size()));
       mu_.Unlock();
-      absl::StatusOr<ClassifyOutcome> out = Process(item);
+      int config = -1;
+      absl::StatusOr<ClassifyOutcome> out = Process(item, &config);
+      if (out.ok() && options_.on_service) {
+        const StageTimes& t = out->timings;
+        ServiceSample s;
+        s.exit_config = config;
+        s.exit_index = std::max(0, out->result.exit_index);
+        s.preprocess_us = t.preprocess_us;
+        s.device_compute_us = t.device_compute_us;
+        s.offloaded = out->decided != Decision::kDevice;
+        s.remote_us = s.offloaded ? t.encode_us + t.offload_us + t.fallback_us : 0;
+        options_.on_service(s);
+      }
       if (metrics_) {
         if (out.ok()) {
           metrics_->RequestDone(DecisionName(out->decided), absl::StatusCode::kOk);
@@ -269,7 +326,7 @@ class EdgeEngine::Impl {
     }
   }
 
-  absl::StatusOr<ClassifyOutcome> Process(Item& item) {
+  absl::StatusOr<ClassifyOutcome> Process(Item& item, int* config) {
     const absl::Time t0 = absl::Now();
     ClassifyOutcome out;
     out.request_id = item.input.request_id;
@@ -279,7 +336,10 @@ class EdgeEngine::Impl {
       return absl::DeadlineExceededError(absl::StrCat("deadline passed after ", out.timings.queue_us,
                                                       " us in the eenn-device queue"));
     }
-    const int split = item.input.split_layer.value_or(split_.load());
+    const std::shared_ptr<const ActiveConfig> active = Active();
+    const common::ExitPolicy& policy = active->policy;
+    *config = active->index;
+    const int split = item.input.split_layer.value_or(active->split);
     if (split < 0 || split > model_.num_layers) {
       return absl::InvalidArgumentError(absl::StrCat("split layer ", split, " is out of range [0, ",
                                                      model_.num_layers, "]"));
@@ -299,7 +359,7 @@ class EdgeEngine::Impl {
       torch::Tensor pending = x;
       std::vector<float> device_confidences;
       if (split > 0) {
-        EENN_ASSIGN_OR_RETURN(common::PartialResult part, bundle_.model->Run(x, 0, split, bundle_.policy));
+        EENN_ASSIGN_OR_RETURN(common::PartialResult part, bundle_.model->Run(x, 0, split, policy));
         const absl::Time t2 = absl::Now();
         out.timings.device_compute_us = Micros(t2 - t1);
         if (metrics_) metrics_->device_compute_seconds->Observe(absl::ToDoubleSeconds(t2 - t1));
@@ -375,7 +435,7 @@ class EdgeEngine::Impl {
       // Fallback: finish locally from the split tensor.
       const absl::Time t6 = absl::Now();
       EENN_ASSIGN_OR_RETURN(common::PartialResult rest,
-                            bundle_.model->Run(pending, split, model_.num_layers, bundle_.policy));
+                            bundle_.model->Run(pending, split, model_.num_layers, policy));
       const absl::Time t7 = absl::Now();
       out.timings.fallback_us = Micros(t7 - t6);
       out.decided = Decision::kFallback;
@@ -401,6 +461,8 @@ class EdgeEngine::Impl {
   std::unique_ptr<OffloadClient> client_;
   DeviceMetrics* metrics_;
   std::atomic<int> split_{0};
+  mutable absl::Mutex active_mu_;
+  std::shared_ptr<const ActiveConfig> active_ ABSL_GUARDED_BY(active_mu_);
   std::vector<std::thread> workers_;
   std::thread monitor_;
   std::atomic<bool> stop_monitor_{false};
@@ -447,6 +509,10 @@ EdgeEngine::~EdgeEngine() = default;
 const common::ServedModel& EdgeEngine::model() const { return impl_->model(); }
 int EdgeEngine::split_layer() const { return impl_->split_layer(); }
 absl::Status EdgeEngine::SetSplitLayer(int split) { return impl_->SetSplitLayer(split); }
+absl::Status EdgeEngine::SetExitConfig(int index, int split, const std::vector<float>& thresholds) {
+  return impl_->SetExitConfig(index, split, thresholds);
+}
+int EdgeEngine::exit_config() const { return impl_->exit_config(); }
 OffloadClient* EdgeEngine::offload_client() const { return impl_->offload_client(); }
 ServerState EdgeEngine::server_state() const { return impl_->server_state(); }
 ServerState EdgeEngine::ProbeServer() { return impl_->ProbeServer(); }

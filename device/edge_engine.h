@@ -54,6 +54,16 @@ struct OffloadObservation {
   int64_t server_compute_us = 0;  // reported by the server
 };
 
+// One finished request's service on the device (for the load controller).
+struct ServiceSample {
+  int exit_config = -1;           // the exit configuration it ran under (-1: the bundle's thresholds)
+  int exit_index = 0;             // the exit that answered
+  int64_t preprocess_us = 0;
+  int64_t device_compute_us = 0;  // layers [0, split) and their exits
+  int64_t remote_us = 0;          // encode + offload, or the local fallback (0 when decided on the device)
+  bool offloaded = false;         // no device exit answered it
+};
+
 struct EdgeEngineOptions {
   // Layers [0, split) run on the device; 0 sends the preprocessed input,
   // num_layers never offloads. -1: just after the last early exit.
@@ -68,6 +78,11 @@ struct EdgeEngineOptions {
   // Called after every successful offload, on the worker thread (must be
   // cheap and thread-safe). Optional.
   std::function<void(const OffloadObservation&)> on_offload;
+  // Called for every submitted request (accepted or refused), on the
+  // submitting thread, and for every answered one, on the worker. Optional;
+  // must be cheap and thread-safe.
+  std::function<void()> on_arrival;
+  std::function<void(const ServiceSample&)> on_service;
 };
 
 enum class Decision { kDevice = 1, kServer = 2, kFallback = 3 };
@@ -121,6 +136,11 @@ class EdgeEngine {
   const common::ServedModel& model() const;
   int split_layer() const;
   absl::Status SetSplitLayer(int split);  // InvalidArgument when out of [0, num_layers]
+  // Exit configuration for the requests that start from now on: the split and
+  // one threshold per exit, numbered `index` in reports. InvalidArgument for a
+  // split out of range or a threshold count that is not the model's.
+  absl::Status SetExitConfig(int index, int split, const std::vector<float>& thresholds);
+  int exit_config() const;  // -1 until SetExitConfig: the bundle's thresholds
   // The offload client (null without a server), for link probes. Thread-safe.
   OffloadClient* offload_client() const;
   ServerState server_state() const;

@@ -22,12 +22,14 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/config_set.h"
 #include "common/manifest.h"
 #include "common/daemon.h"
 #include "common/threads.h"
 #include "common/tls_flags.h"
 #include "device/edge_engine.h"
 #include "device/edge_service.h"
+#include "device/load_control.h"
 #include "device/metrics.h"
 #include "device/offload_client.h"
 #include "device/planner_service.h"
@@ -88,6 +90,19 @@ ABSL_FLAG(double, plan_min_gain_ms, 0.2, "Live planner: move only for at least t
 ABSL_FLAG(double, plan_min_gain_ratio, 0.05, "... and at least this share of the current expected latency.");
 ABSL_FLAG(int, plan_dwell_ms, 1000, "Live planner: least time between two moves.");
 
+ABSL_FLAG(double, loss_target, 0,
+          "Load-aware exits: keep the predicted loss ratio (requests refused for a full queue) under this by "
+          "switching exit configurations (split and thresholds) as the load changes; 0 = off (the bundle's "
+          "thresholds at --split).");
+ABSL_FLAG(std::string, configs, "",
+          "Load-aware exits: the configurations (eenn-calibrate --configs; default: configs.json in the bundle).");
+ABSL_FLAG(int, control_interval_ms, 250, "Load-aware exits: decision period.");
+ABSL_FLAG(int, control_dwell_ms, 3000,
+          "Load-aware exits: a more accurate configuration must qualify this long before the move back.");
+ABSL_FLAG(double, control_rate_half_life_s, 2.0, "Load-aware exits: half-life of the arrival rate estimate.");
+ABSL_FLAG(double, control_high_water, 0.5,
+          "Load-aware exits: queue share above which the backlog counts as extra load.");
+
 namespace {
 
 int Fail(const absl::Status& s) {
@@ -123,6 +138,25 @@ int main(int argc, char** argv) {
   opts.probe_interval = absl::Milliseconds(absl::GetFlag(FLAGS_probe_interval_ms));
   opts.decode_limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   opts.decode_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+
+  const bool load_control_on = absl::GetFlag(FLAGS_loss_target) > 0;
+  if (load_control_on && !absl::GetFlag(FLAGS_device_profile).empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--loss_target and --device_profile both move the split: choose load-aware exits or live split planning"));
+  }
+  if (load_control_on && absl::GetFlag(FLAGS_split) >= 0) {
+    return Fail(absl::InvalidArgumentError("--loss_target takes the split from its configurations: drop --split"));
+  }
+  // Load-aware exits: the engine reports arrivals and services to the controller, created below.
+  std::atomic<eenn::device::LoadControl*> control_ptr{nullptr};
+  if (load_control_on) {
+    opts.on_arrival = [&control_ptr] {
+      if (auto* c = control_ptr.load()) c->OnArrival();
+    };
+    opts.on_service = [&control_ptr](const eenn::device::ServiceSample& s) {
+      if (auto* c = control_ptr.load()) c->OnService(s);
+    };
+  }
 
   // Live planning: the engine reports offloads to the planner, created below.
   std::atomic<eenn::device::SplitPlanner*> planner_ptr{nullptr};
@@ -201,9 +235,32 @@ int main(int argc, char** argv) {
     planner->Start();
   }
 
+  std::unique_ptr<eenn::device::LoadControl> control;
+  if (load_control_on) {
+    const std::string path =
+        absl::GetFlag(FLAGS_configs).empty() ? bundle + "/configs.json" : absl::GetFlag(FLAGS_configs);
+    auto set = eenn::common::ReadConfigSet(path, m.name, m.version, manifest->weights_sha256, m.exit_layers);
+    if (!set.ok()) return Fail(set.status());
+    eenn::device::LoadControlOptions lo;
+    lo.controller.loss_target = absl::GetFlag(FLAGS_loss_target);
+    lo.controller.workers = opts.workers;
+    lo.controller.queue_capacity = opts.queue_capacity;
+    lo.controller.dwell_s = absl::GetFlag(FLAGS_control_dwell_ms) / 1000.0;
+    lo.controller.rate_half_life_s = absl::GetFlag(FLAGS_control_rate_half_life_s);
+    lo.controller.high_water = absl::GetFlag(FLAGS_control_high_water);
+    lo.interval = absl::Milliseconds(absl::GetFlag(FLAGS_control_interval_ms));
+    auto c = eenn::device::LoadControl::Create(engine->get(), &metrics, std::move(*set), lo);
+    if (!c.ok()) return Fail(c.status());
+    control = std::move(*c);
+    control_ptr = control.get();
+    control->Start();
+  }
+
   eenn::device::EdgeServiceImpl service(engine->get(), &metrics);
   std::unique_ptr<eenn::device::PlannerServiceImpl> planner_service;
-  if (planner) planner_service = std::make_unique<eenn::device::PlannerServiceImpl>(planner.get());
+  if (planner || control) {
+    planner_service = std::make_unique<eenn::device::PlannerServiceImpl>(planner.get(), control.get());
+  }
   std::unique_ptr<grpc::Server> server;
   int grpc_port = 0;
   if (!absl::GetFlag(FLAGS_listen).empty()) {
@@ -268,6 +325,10 @@ int main(int argc, char** argv) {
   if (planner) {
     planner->Stop();  // no more split moves while draining
     planner_ptr = nullptr;
+  }
+  if (control) {
+    control->Stop();
+    control_ptr = nullptr;
   }
   (*engine)->StopAccepting();
   if (server) server->Shutdown(absl::ToChronoTime(absl::Now() + drain));

@@ -86,6 +86,19 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
                        .Help("Live planner: times the split was moved")
                        .Register(registry)
                        .Add({});
+  exit_config = gauge("eenn_device_exit_config",
+                      "Load control: index of the exit configuration in use (0 = the most accurate; -1 = off)");
+  exit_config_accuracy = gauge("eenn_device_exit_config_accuracy",
+                               "Load control: validation accuracy of the exit configuration in use");
+  predicted_loss = gauge("eenn_device_predicted_loss_ratio",
+                         "Load control: predicted loss ratio of the configuration in use at the current load");
+  arrival_rate = gauge("eenn_device_arrival_rate", "Load control: smoothed arrival rate, requests per second");
+  exit_config_changes = &BuildCounter()
+                             .Name("eenn_device_exit_config_changes_total")
+                             .Help("Load control: times the exit configuration was changed")
+                             .Register(registry)
+                             .Add({});
+  exit_config->Set(-1);
   BuildGauge()
       .Name("eenn_device_model_info")
       .Help("The served model (always 1; the labels carry name and version)")

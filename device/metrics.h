@@ -51,6 +51,11 @@ class DeviceMetrics {
   prometheus::Gauge* plan_best_split;
   prometheus::Gauge* plan_expected;   // seconds
   prometheus::Counter* split_changes;
+  prometheus::Gauge* exit_config;           // load control: configuration index, -1 when off
+  prometheus::Gauge* exit_config_accuracy;  // its validation accuracy
+  prometheus::Gauge* predicted_loss;        // its predicted loss ratio now
+  prometheus::Gauge* arrival_rate;          // smoothed, per second
+  prometheus::Counter* exit_config_changes;
 
  private:
   prometheus::Family<prometheus::Counter>* requests_;

@@ -30,18 +30,51 @@ void ToProto(const PlanSnapshot& snap, v1::PlanReply* reply) {
   }
 }
 
+void ToProto(const LoadControlSnapshot& snap, v1::LoadControlState* state) {
+  const common::ControllerState& s = snap.state;
+  state->set_config(s.config);
+  state->set_num_configs(snap.num_configs);
+  state->set_split(snap.config.split);
+  for (float t : snap.config.thresholds) state->add_thresholds(t);
+  state->set_expected_accuracy(snap.config.accuracy);
+  state->set_device_ms(snap.config.device_ms);
+  state->set_offload_share(snap.config.offload_share);
+  state->set_loss_target(snap.loss_target);
+  state->set_predicted_loss(s.predicted_loss);
+  state->set_arrival_rate(s.arrival_rate);
+  state->set_rate_used(s.rate_used);
+  state->set_queue_length(s.queue_length);
+  state->set_speed_factor(s.speed_factor);
+  if (s.config < static_cast<int>(s.predictions.size())) state->set_service_ms(s.predictions[s.config].service_mean_ms);
+  state->set_changes(s.changes);
+}
+
 grpc::ServerUnaryReactor* PlannerServiceImpl::GetPlan(grpc::CallbackServerContext* ctx, const v1::PlanRequest* req,
                                                       v1::PlanReply* reply) {
   auto* reactor = ctx->DefaultReactor();
   std::optional<double> bw, rtt;
   if (req->has_bandwidth_mbps()) bw = req->bandwidth_mbps();
   if (req->has_rtt_ms()) rtt = req->rtt_ms();
-  auto snap = planner_->Query(bw, rtt);
-  if (!snap.ok()) {
-    reactor->Finish(wire::ToGrpc(snap.status()));
+  if (planner_ != nullptr) {
+    auto snap = planner_->Query(bw, rtt);
+    if (!snap.ok()) {
+      reactor->Finish(wire::ToGrpc(snap.status()));
+      return reactor;
+    }
+    ToProto(*snap, reply);
+  } else if (bw || rtt) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                 "live split planning is off (eenn-device --device_profile): no hypothetical plans"));
     return reactor;
   }
-  ToProto(*snap, reply);
+  if (control_ != nullptr) {
+    const LoadControlSnapshot snap = control_->State();
+    ToProto(snap, reply->mutable_load_control());
+    if (planner_ == nullptr) {
+      reply->set_best_split(snap.config.split);
+      reply->set_current_split(snap.config.split);
+    }
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -1,0 +1,122 @@
+#include "device/load_control.h"
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace eenn::device {
+
+absl::StatusOr<std::unique_ptr<LoadControl>> LoadControl::Create(EdgeEngine* engine, DeviceMetrics* metrics,
+                                                                 common::ConfigSet set, LoadControlOptions options) {
+  if (engine == nullptr) return absl::InvalidArgumentError("load control needs an engine");
+  if (options.interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("load control: the interval must be > 0");
+  }
+  const common::ServedModel& m = engine->model();
+  for (size_t i = 0; i < set.configs.size(); ++i) {
+    const common::ExitConfig& c = set.configs[i];
+    if (c.split < 0 || c.split > m.num_layers || c.thresholds.size() != m.exit_layers.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("exit configuration ", i, " (split ", c.split, ", ",
+                                                     c.thresholds.size(), " thresholds) does not fit model '",
+                                                     m.name, "' (", m.num_layers, " layers, ",
+                                                     m.exit_layers.size(), " exits)"));
+    }
+  }
+  EENN_ASSIGN_OR_RETURN(common::LoadController controller,
+                        common::LoadController::Create(std::move(set), options.controller));
+  const common::ExitConfig& first = controller.set().configs[controller.state().config];
+  EENN_RETURN_IF_ERROR(engine->SetExitConfig(controller.state().config, first.split, first.thresholds));
+  auto lc = std::unique_ptr<LoadControl>(new LoadControl(engine, metrics, std::move(controller), options));
+  lc->Publish(lc->State().state);
+  return lc;
+}
+
+LoadControl::LoadControl(EdgeEngine* engine, DeviceMetrics* metrics, common::LoadController controller,
+                         LoadControlOptions options)
+    : engine_(engine),
+      metrics_(metrics),
+      options_(std::move(options)),
+      start_(absl::Now()),
+      controller_(std::move(controller)) {}
+
+LoadControl::~LoadControl() { Stop(); }
+
+double LoadControl::NowS() const { return absl::ToDoubleSeconds(absl::Now() - start_); }
+
+void LoadControl::Start() {
+  if (thread_.joinable()) return;
+  Tick();  // the first tick starts the rate measurement
+  thread_ = std::thread([this] {
+    while (!stop_.WaitForNotificationWithTimeout(options_.interval)) Tick();
+  });
+}
+
+void LoadControl::Stop() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (thread_.joinable()) thread_.join();
+}
+
+void LoadControl::OnService(const ServiceSample& s) {
+  common::ServiceObservation o;
+  o.config = s.exit_config;
+  o.exit = s.exit_index;
+  o.device_ms = s.device_compute_us / 1000.0;
+  o.remote_ms = s.remote_us / 1000.0;
+  o.fixed_ms = s.preprocess_us / 1000.0;
+  o.offloaded = s.offloaded;
+  const double now = NowS();
+  absl::MutexLock lock(&pending_mu_);
+  if (pending_.size() < 100000) pending_.emplace_back(o, now);
+}
+
+void LoadControl::Tick() {
+  const int queue = engine_->queue_depth();
+  common::ControllerState s;
+  common::ExitConfig config;
+  std::vector<std::pair<common::ServiceObservation, double>> services;
+  {
+    absl::MutexLock lock(&pending_mu_);
+    services.swap(pending_);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [o, t] : services) controller_.AddService(o, t);
+    controller_.AddArrivals(arrivals_.exchange(0));
+    s = controller_.Tick(queue, NowS());
+    config = controller_.set().configs[s.config];
+  }
+  if (s.changed) {
+    auto applied = engine_->SetExitConfig(s.config, config.split, config.thresholds);
+    if (options_.log) {
+      std::fprintf(stderr,
+                   "eenn-device: exit configuration %d (split %d, expected accuracy %.2f%%, device %.3f ms, "
+                   "offload %.1f%%): arrivals %.1f/s (used %.1f/s), queue %d, predicted loss %.4f%s\n",
+                   s.config, config.split, 100 * config.accuracy, config.device_ms, 100 * config.offload_share,
+                   s.arrival_rate, s.rate_used, s.queue_length, s.predicted_loss,
+                   applied.ok() ? "" : absl::StrCat(" (not applied: ", applied.ToString(), ")").c_str());
+    }
+  }
+  Publish(s);
+}
+
+void LoadControl::Publish(const common::ControllerState& s) {
+  if (metrics_ == nullptr) return;
+  metrics_->exit_config->Set(s.config);
+  metrics_->exit_config_accuracy->Set(s.expected_accuracy);
+  metrics_->predicted_loss->Set(s.predicted_loss);
+  metrics_->arrival_rate->Set(s.arrival_rate);
+  if (s.changed) metrics_->exit_config_changes->Increment();
+}
+
+LoadControlSnapshot LoadControl::State() const {
+  absl::MutexLock lock(&mu_);
+  LoadControlSnapshot snap;
+  snap.state = controller_.state();
+  snap.config = controller_.set().configs[snap.state.config];
+  snap.num_configs = static_cast<int>(controller_.set().configs.size());
+  snap.loss_target = controller_.options().loss_target;
+  return snap;
+}
+
+}  // namespace eenn::device
