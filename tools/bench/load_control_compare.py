@@ -1,0 +1,258 @@
+#!/usr/bin/python3
+"""Fixed thresholds against load-aware exits (eenn-device --loss_target) on
+the same bursty arrival trace, side by side.
+
+Starts two eenn-device daemons on loopback (plaintext, LibTorch 1 thread,
+the same --workers/--queue_capacity, no offload server unless --server, so
+requests no device exit takes finish locally): "fixed" serves the bundle's
+calibrated thresholds at its default split, "adaptive" runs the load
+controller over the bundle's configs.json. Both get the same open-loop trace
+at the same time (two eenn-client processes), so they share whatever else the
+machine does:
+
+  1. warm-up of both, then the fixed device's median service time at
+     concurrency 1 sets its capacity (workers / median);
+  2. the trace: --cycles times --calm_s at --calm_x times that capacity, then
+     --burst_s at --burst_x times it (evenly spaced arrivals);
+  3. per device: loss ratio (refused for a full queue, plus deadline misses)
+     and accuracy of the answered requests (folder names are the labels), in
+     total and per --window_s; the adaptive device's configuration index is
+     sampled from its metrics every 0.2 s.
+
+Prints a table (--json: one JSON object) and writes, under --out, the trace,
+both clients' per-window CSVs, the configuration samples and plot.svg (per
+window loss ratio and accuracy of both, and the configuration in use).
+
+    tools/bench/load_control_compare.py
+    tools/bench/load_control_compare.py --cycles 6 --burst_x 2 --out /tmp/ceed
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.path.join(ROOT, "build", "bin")
+BUNDLE = os.path.join(ROOT, "models", "cifar10-resnet18")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def start(binary, args, tmp, name):
+    ready = os.path.join(tmp, name + ".ready")
+    logf = open(os.path.join(tmp, name + ".log"), "w")
+    p = subprocess.Popen([os.path.join(BIN, binary)] + args + ["--ready_file=" + ready],
+                         stdout=logf, stderr=subprocess.STDOUT)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if p.poll() is not None:
+            raise SystemExit(f"{binary} exited {p.returncode}:\n" + open(logf.name).read())
+        if os.path.exists(ready) and os.path.getsize(ready) > 0:
+            with open(ready) as f:
+                return p, json.load(f)
+        time.sleep(0.2)
+    p.kill()
+    raise SystemExit(f"{binary} did not become ready")
+
+
+def client(port, images, extra):
+    cmd = [os.path.join(BIN, "eenn-client"), "--plaintext", "--quiet", "--json",
+           f"--device=127.0.0.1:{port}"] + extra + [images]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout)
+    except json.JSONDecodeError:
+        raise SystemExit("eenn-client: " + out.stdout + out.stderr)
+
+
+def both(fn_a, fn_b):
+    res = {}
+    t = threading.Thread(target=lambda: res.__setitem__("b", fn_b()))
+    t.start()
+    res["a"] = fn_a()
+    t.join()
+    return res["a"], res["b"]
+
+
+def metric(port, name):
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def svg_plot(path, windows_a, windows_b, samples, duration):
+    w, h, pad = 900, 520, 50
+    panels = [("loss ratio", "loss_ratio", 0, 1), ("accuracy", "accuracy", 0, 1)]
+    ph = (h - 3 * pad) / 3
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" '
+           f'font-size="12"><rect width="{w}" height="{h}" fill="white"/>']
+
+    def x(t):
+        return pad + (w - 2 * pad) * t / max(duration, 1e-9)
+
+    def panel(i, title, series, lo, hi):
+        top = pad / 2 + i * (ph + pad / 2)
+        out.append(f'<rect x="{pad}" y="{top}" width="{w - 2 * pad}" height="{ph}" fill="none" stroke="#999"/>')
+        out.append(f'<text x="{pad}" y="{top - 4}">{title}</text>')
+        out.append(f'<text x="{pad - 30}" y="{top + 10}">{hi:g}</text><text x="{pad - 30}" y="{top + ph}">{lo:g}</text>')
+        for pts, color, label, k in series:
+            if not pts:
+                continue
+            d = " ".join(f"{x(t):.1f},{top + ph - ph * (min(max(v, lo), hi) - lo) / (hi - lo):.1f}" for t, v in pts)
+            out.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="2"/>')
+            out.append(f'<text x="{w - pad - 160}" y="{top + 14 + 14 * k}" fill="{color}">{label}</text>')
+
+    def pts(windows, key):
+        return [((wd["start_s"] + wd["end_s"]) / 2, wd[key]) for wd in windows
+                if wd.get(key) is not None and wd["arrivals"] > 0]
+
+    for i, (title, key, lo, hi) in enumerate(panels):
+        panel(i, title, [(pts(windows_a, key), "#c0392b", "fixed thresholds", 0),
+                         (pts(windows_b, key), "#2471a3", "load-aware", 1)], lo, hi)
+    top_config = max([v for _, v in samples] + [1])
+    panel(2, "configuration in use (0 = most accurate)", [(samples, "#2471a3", "load-aware", 0)], 0, top_config)
+    out.append(f'<text x="{w / 2}" y="{h - 8}">time, s</text></svg>')
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", default=os.path.join(ROOT, "..", "shared", "datasets", "cifar10", "test"))
+    ap.add_argument("--per_class", type=int, default=20, help="images per class folder")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--queue_capacity", type=int, default=8)
+    ap.add_argument("--loss_target", type=float, default=0.01)
+    ap.add_argument("--control_interval_ms", type=int, default=100)
+    ap.add_argument("--calm_x", type=float, default=0.3)
+    ap.add_argument("--burst_x", type=float, default=1.5)
+    ap.add_argument("--calm_s", type=float, default=4)
+    ap.add_argument("--burst_s", type=float, default=3)
+    ap.add_argument("--cycles", type=int, default=4)
+    ap.add_argument("--window_s", type=float, default=1)
+    ap.add_argument("--server", action="store_true", help="offload to an eenn-server (both devices)")
+    ap.add_argument("--out", default="", help="keep the trace, CSVs and plot here")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="eenn_ceed_")
+    out_dir = a.out or tmp
+    os.makedirs(out_dir, exist_ok=True)
+    images = os.path.join(tmp, "images")
+    for cls in sorted(os.listdir(a.images)):
+        src = os.path.join(a.images, cls)
+        if not os.path.isdir(src):
+            continue
+        os.makedirs(os.path.join(images, cls))
+        for f in sorted(os.listdir(src))[:a.per_class]:
+            shutil.copy(os.path.join(src, f), os.path.join(images, cls, f))
+    procs = []
+    try:
+        common = [f"--bundle={BUNDLE}", "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0", "--plaintext",
+                  "--threads=1", f"--workers={a.workers}", f"--queue_capacity={a.queue_capacity}"]
+        if a.server:
+            p, srv = start("eenn-server", [f"--bundle={BUNDLE}", "--listen=127.0.0.1:0", "--metrics_address=",
+                                           "--plaintext", "--threads=1"], tmp, "server")
+            procs.append(p)
+            common += [f"--server=127.0.0.1:{srv['grpc_port']}", "--server_plaintext"]
+        p, fixed = start("eenn-device", common, tmp, "fixed")
+        procs.append(p)
+        p, adaptive = start("eenn-device", common + [f"--loss_target={a.loss_target}",
+                                                     f"--control_interval_ms={a.control_interval_ms}"],
+                            tmp, "adaptive")
+        procs.append(p)
+        for _ in range(2):
+            wa, _ = both(lambda: client(fixed["grpc_port"], images, ["--concurrency=1"]),
+                         lambda: client(adaptive["grpc_port"], images, ["--concurrency=1"]))
+        service_ms = wa["device_service_ms"]["p50"]
+        capacity = a.workers * 1000.0 / service_ms
+        trace = os.path.join(out_dir, "trace.csv")
+        t, rid, lines = 0.0, 0, ["id,time"]
+        for _ in range(a.cycles):
+            for dur, x in ((a.calm_s, a.calm_x), (a.burst_s, a.burst_x)):
+                rate, end = capacity * x, t + dur
+                while t < end - 1e-9:
+                    lines.append(f"{rid},{t:.6f}")
+                    rid += 1
+                    t += 1.0 / rate
+                t = end
+        with open(trace, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        duration = a.cycles * (a.calm_s + a.burst_s)
+        log(f"fixed device median service {service_ms:.3f} ms -> capacity {capacity:.1f}/s; "
+            f"{rid} arrivals over {duration:.0f} s")
+        samples, stop = [], threading.Event()
+
+        def sample():
+            t0 = time.time()
+            while not stop.is_set():
+                v = metric(adaptive["metrics_port"], "eenn_device_exit_config")
+                if v is not None:
+                    samples.append((time.time() - t0, v))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        flags = [f"--arrivals=trace:{trace}", f"--window_s={a.window_s}", "--deadline_ms=60000"]
+        ra, rb = both(lambda: client(fixed["grpc_port"], images,
+                                     flags + ["--windows_csv=" + os.path.join(out_dir, "fixed_windows.csv")]),
+                      lambda: client(adaptive["grpc_port"], images,
+                                     flags + ["--windows_csv=" + os.path.join(out_dir, "adaptive_windows.csv")]))
+        stop.set()
+        sampler.join()
+        changes = metric(adaptive["metrics_port"], "eenn_device_exit_config_changes_total")
+        with open(os.path.join(out_dir, "configs_sampled.csv"), "w") as f:
+            f.write("t_s,config\n" + "".join(f"{t:.2f},{v:.0f}\n" for t, v in samples))
+        svg_plot(os.path.join(out_dir, "plot.svg"), ra["windows"], rb["windows"], samples, duration)
+        la, lb = ra["loss_ratio"], rb["loss_ratio"]
+        aa, ab = ra["totals"]["accuracy"], rb["totals"]["accuracy"]
+        summary = {
+            "capacity_rps": capacity, "service_p50_ms": service_ms, "arrivals": ra["arrivals"],
+            "load_avg_1m": os.getloadavg()[0],
+            "fixed": {"loss_ratio": la, "accuracy": aa, "rejected": ra["rejected"], "answered": ra["answered"]},
+            "adaptive": {"loss_ratio": lb, "accuracy": ab, "rejected": rb["rejected"], "answered": rb["answered"],
+                         "config_changes": changes},
+            "loss_reduction_x": (la / lb) if lb > 0 else None,
+            "accuracy_cost_points": 100 * (aa - ab) if aa is not None and ab is not None else None,
+            "out": out_dir,
+        }
+        if a.json:
+            print(json.dumps(summary))
+        else:
+            print(f"capacity {capacity:.1f}/s (median service {service_ms:.3f} ms), {ra['arrivals']} arrivals, "
+                  f"load average {summary['load_avg_1m']:.2f}")
+            print("device   | loss ratio | accuracy | answered")
+            print(f"fixed    | {la:10.4f} | {100 * aa:7.2f}% | {ra['answered']}")
+            print(f"adaptive | {lb:10.4f} | {100 * ab:7.2f}% | {rb['answered']}  ({changes:.0f} changes)")
+            red = summary["loss_reduction_x"]
+            print(f"loss ratio {'/ %.1f' % red if red else 'to 0'}, accuracy cost "
+                  f"{summary['accuracy_cost_points']:.2f} points; files in {out_dir}")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if not a.out:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(images, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
