@@ -10,8 +10,9 @@ controller over the bundle's configs.json. Both get the same open-loop trace
 at the same time (two eenn-client processes), so they share whatever else the
 machine does:
 
-  1. warm-up of both, then the fixed device's median service time at
-     concurrency 1 sets its capacity (workers / median);
+  1. warm-up of both, then the fixed device's throughput in a closed loop
+     with workers + 2 requests in flight, both devices busy at once, sets its
+     capacity under the machine's contention;
   2. the trace: --cycles times --calm_s at --calm_x times that capacity, then
      --burst_s at --burst_x times it (evenly spaced arrivals);
   3. per device: loss ratio (refused for a full queue, plus deadline misses)
@@ -175,10 +176,10 @@ def main():
                             tmp, "adaptive")
         procs.append(p)
         for _ in range(2):
-            wa, _ = both(lambda: client(fixed["grpc_port"], images, ["--concurrency=1"]),
-                         lambda: client(adaptive["grpc_port"], images, ["--concurrency=1"]))
-        service_ms = wa["device_service_ms"]["p50"]
-        capacity = a.workers * 1000.0 / service_ms
+            wa, _ = both(lambda: client(fixed["grpc_port"], images, [f"--concurrency={a.workers + 2}"]),
+                         lambda: client(adaptive["grpc_port"], images, [f"--concurrency={a.workers + 2}"]))
+        capacity = wa["throughput_rps"]
+        service_ms = a.workers * 1000.0 / capacity
         trace = os.path.join(out_dir, "trace.csv")
         t, rid, lines = 0.0, 0, ["id,time"]
         for _ in range(a.cycles):
@@ -192,7 +193,7 @@ def main():
         with open(trace, "w") as f:
             f.write("\n".join(lines) + "\n")
         duration = a.cycles * (a.calm_s + a.burst_s)
-        log(f"fixed device median service {service_ms:.3f} ms -> capacity {capacity:.1f}/s; "
+        log(f"fixed device saturated throughput {capacity:.1f}/s ({service_ms:.3f} ms per request and worker); "
             f"{rid} arrivals over {duration:.0f} s")
         samples, stop = [], threading.Event()
 
@@ -220,7 +221,7 @@ def main():
         la, lb = ra["loss_ratio"], rb["loss_ratio"]
         aa, ab = ra["totals"]["accuracy"], rb["totals"]["accuracy"]
         summary = {
-            "capacity_rps": capacity, "service_p50_ms": service_ms, "arrivals": ra["arrivals"],
+            "capacity_rps": capacity, "service_ms_per_worker": service_ms, "arrivals": ra["arrivals"],
             "load_avg_1m": os.getloadavg()[0],
             "fixed": {"loss_ratio": la, "accuracy": aa, "rejected": ra["rejected"], "answered": ra["answered"]},
             "adaptive": {"loss_ratio": lb, "accuracy": ab, "rejected": rb["rejected"], "answered": rb["answered"],
@@ -232,7 +233,7 @@ def main():
         if a.json:
             print(json.dumps(summary))
         else:
-            print(f"capacity {capacity:.1f}/s (median service {service_ms:.3f} ms), {ra['arrivals']} arrivals, "
+            print(f"capacity {capacity:.1f}/s (saturated throughput of the fixed device), {ra['arrivals']} arrivals, "
                   f"load average {summary['load_avg_1m']:.2f}")
             print("device   | loss ratio | accuracy | answered")
             print(f"fixed    | {la:10.4f} | {100 * aa:7.2f}% | {ra['answered']}")
