@@ -570,7 +570,13 @@ TEST_F(ReliabilityTest, LongLoadKeepsTheDevicesMemoryFlat) {
   EXPECT_GT(s["answered"].get<int64_t>(), 500);
   ASSERT_TRUE(s.contains("rss_kib")) << s.dump();
   EXPECT_GE(s["rss_kib"]["samples"].get<int>(), 25);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // A sanitizer's allocator keeps freed memory in quarantine, so resident
+  // memory grows by design there; leaks are LeakSanitizer's job at exit.
+  RecordProperty("rss_bound", "not checked under a sanitizer");
+#else
   EXPECT_LT(s["rss_kib"]["growth"].get<double>(), 0.05) << s["rss_kib"].dump();
+#endif
   RecordProperty("rss_growth", std::to_string(s["rss_kib"]["growth"].get<double>()));
 }
 
