@@ -7,6 +7,14 @@
 
 namespace eenn::common {
 
+size_t ExitTaken(const CalibrationData& data, size_t i, const std::vector<float>& thresholds) {
+  const size_t g_count = data.confidence[i].size();  // final exit included
+  for (size_t g = 0; g + 1 < g_count; ++g) {
+    if (thresholds[g] >= 0 && data.confidence[i][g] > thresholds[g]) return g;
+  }
+  return g_count - 1;
+}
+
 CalibrationResult EvaluateThresholds(const CalibrationData& d, const std::vector<float>& t) {
   const size_t n = d.confidence.size();
   const size_t g_count = d.segment_cost.size();
@@ -27,13 +35,7 @@ CalibrationResult EvaluateThresholds(const CalibrationData& d, const std::vector
   size_t correct = 0, final_correct = 0;
   double cost = 0;
   for (size_t i = 0; i < n; ++i) {
-    size_t exit = g_count - 1;
-    for (size_t g = 0; g + 1 < g_count; ++g) {
-      if (t[g] >= 0 && d.confidence[i][g] > t[g]) {
-        exit = g;
-        break;
-      }
-    }
+    const size_t exit = ExitTaken(d, i, t);
     correct += d.correct[i][exit];
     final_correct += d.correct[i][g_count - 1];
     cost += cost_at[exit];

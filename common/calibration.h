@@ -9,6 +9,7 @@
 #ifndef EENN_COMMON_CALIBRATION_H_
 #define EENN_COMMON_CALIBRATION_H_
 
+#include <cstddef>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -40,6 +41,10 @@ struct CalibrationResult {
   double full_cost = 0;              // cost with every early exit disabled
   std::vector<double> exit_share;    // share of samples leaving at each exit
 };
+
+// The exit sample `i` leaves at under `thresholds`: the first early exit whose
+// threshold is active (>= 0) and strictly below its confidence, else the final.
+size_t ExitTaken(const CalibrationData& data, size_t i, const std::vector<float>& thresholds);
 
 // Evaluates thresholds on the data.
 CalibrationResult EvaluateThresholds(const CalibrationData& data, const std::vector<float>& thresholds);

@@ -87,13 +87,7 @@ ExitConfig EvaluateConfig(const ConfigSweepInput& in, int split, const std::vect
   const size_t n = d.confidence.size();
   size_t correct = 0;
   for (size_t i = 0; i < n; ++i) {
-    size_t exit = g_count - 1;
-    for (size_t g = 0; g + 1 < g_count; ++g) {
-      if (t[g] >= 0 && d.confidence[i][g] > t[g]) {
-        exit = g;
-        break;
-      }
-    }
+    const size_t exit = ExitTaken(d, i, t);
     correct += d.correct[i][exit];
     c.exit_share[exit] += 1.0;
   }

@@ -21,6 +21,7 @@
 #include "common/manifest.h"
 #include "device/offload_client.h"
 #include "proto/eenn.grpc.pb.h"
+#include "tests/integration/daemons.h"
 #include "tests/process_util.h"
 
 namespace eenn {
@@ -28,8 +29,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::BinPath;
-using testing::Process;
 using testing::RunCommand;
+using testing::Daemon;
+using testing::StartDaemon;
 
 const std::string kBundle = std::string(EENN_SOURCE_DIR) + "/models/cifar10-resnet18";
 
@@ -37,27 +39,6 @@ const std::string kBundle = std::string(EENN_SOURCE_DIR) + "/models/cifar10-resn
 std::string ImagesDir() {
   const char* env = std::getenv("EENN_DATA");
   return env && *env ? env : std::string(EENN_SOURCE_DIR) + "/../shared/datasets/cifar10/test";
-}
-
-struct Daemon {
-  Process proc;
-  int grpc_port = 0;
-  int metrics_port = 0;
-  std::string addr() const { return "127.0.0.1:" + std::to_string(grpc_port); }
-};
-
-void StartDaemon(Daemon& d, const std::string& binary, std::vector<std::string> args, const std::string& dir,
-                 const std::string& name) {
-  const std::string ready = dir + "/" + name + ".ready";
-  fs::remove(ready);
-  args.insert(args.begin(), BinPath(binary));
-  args.push_back("--ready_file=" + ready);
-  args.push_back("--threads=1");
-  ASSERT_TRUE(d.proc.Start(args, dir + "/" + name + ".log"));
-  auto j = testing::WaitReady(d.proc, ready);
-  ASSERT_FALSE(j.is_null()) << name << " did not become ready:\n" << d.proc.log();
-  d.grpc_port = j["grpc_port"].get<int>();
-  d.metrics_port = j["metrics_port"].get<int>();
 }
 
 // Resume requests a server answered successfully (-1 when unreachable).

@@ -38,30 +38,9 @@ import threading
 import time
 import urllib.request
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.path.join(ROOT, "build", "bin")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from daemon_util import BIN, ROOT, log, start  # noqa: E402
 BUNDLE = os.path.join(ROOT, "models", "cifar10-resnet18")
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def start(binary, args, tmp, name):
-    ready = os.path.join(tmp, name + ".ready")
-    logf = open(os.path.join(tmp, name + ".log"), "w")
-    p = subprocess.Popen([os.path.join(BIN, binary)] + args + ["--ready_file=" + ready],
-                         stdout=logf, stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if p.poll() is not None:
-            raise SystemExit(f"{binary} exited {p.returncode}:\n" + open(logf.name).read())
-        if os.path.exists(ready) and os.path.getsize(ready) > 0:
-            with open(ready) as f:
-                return p, json.load(f)
-        time.sleep(0.2)
-    p.kill()
-    raise SystemExit(f"{binary} did not become ready")
 
 
 def client(port, images, extra):

@@ -38,33 +38,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.path.join(ROOT, "build", "bin")
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def start(binary, args, tmp, name):
-    ready = os.path.join(tmp, name + ".ready")
-    logf = open(os.path.join(tmp, name + ".log"), "w")
-    p = subprocess.Popen([os.path.join(BIN, binary)] + args + ["--ready_file=" + ready],
-                         stdout=logf, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if p.poll() is not None:
-            raise SystemExit(f"{binary} exited {p.returncode}:\n" + open(logf.name).read())
-        if os.path.exists(ready):
-            try:
-                return p, json.load(open(ready))
-            except ValueError:
-                pass
-        time.sleep(0.1)
-    p.kill()
-    raise SystemExit(f"{binary} did not become ready:\n" + open(logf.name).read())
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from daemon_util import BIN, ROOT, log, start  # noqa: E402
 
 
 def client(device, images, *extra):

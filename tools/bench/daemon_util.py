@@ -1,0 +1,36 @@
+"""Starting the eenn daemons from benchmark scripts: a binary from build/bin with
+a ready file, waited for until it reports its ports."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.path.join(ROOT, "build", "bin")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def start(binary, args, tmp, name, timeout_s=180):
+    """Starts build/bin/<binary> with `args`, its log in tmp/<name>.log; returns
+    (process, the ready file's JSON) once it serves."""
+    ready = os.path.join(tmp, name + ".ready")
+    logf = open(os.path.join(tmp, name + ".log"), "w")
+    p = subprocess.Popen([os.path.join(BIN, binary)] + args + ["--ready_file=" + ready],
+                         stdout=logf, stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if p.poll() is not None:
+            raise SystemExit(f"{binary} exited {p.returncode}:\n" + open(logf.name).read())
+        if os.path.exists(ready):
+            try:
+                with open(ready) as f:
+                    return p, json.load(f)
+            except ValueError:  # still being written
+                pass
+        time.sleep(0.1)
+    p.kill()
+    raise SystemExit(f"{binary} did not become ready:\n" + open(logf.name).read())
