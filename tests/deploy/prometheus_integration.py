@@ -196,10 +196,12 @@ def main():
             raise Failure(f"p99 {p99} s outside (0, 10]")
         print(f"PromQL {p99_expr} = {p99 * 1e3:.1f} ms")
 
-        # The recording rules computed from the same scrapes.
+        # The recording rules computed from the same scrapes. A rule evaluated
+        # before its window holds two scrapes of the requests records NaN: wait
+        # for an evaluation that has them.
         def recorded(name):
             r = query(prom_port, name)
-            return r and r
+            return r if r and math.isfinite(float(r[0]["value"][1])) else None
         rec = wait_for("instance:eenn_device_end_to_end_latency_seconds:p99_rate5m",
                        lambda: recorded("instance:eenn_device_end_to_end_latency_seconds:p99_rate5m"), 20, procs)
         rp99 = float(rec[0]["value"][1])
