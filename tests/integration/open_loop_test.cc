@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <opencv2/imgcodecs.hpp>
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
 
@@ -126,17 +127,24 @@ TEST_F(OpenLoopTest, TraceReplayBurstMissesItsDeadline) {
   // Warm the device up (its first inferences are slow).
   auto warm = RunClient(device.addr(), Images(), Path("results.jsonl"), "--concurrency=1");
   ASSERT_EQ(warm["answered"], 12) << warm.dump();
-  // 10 requests 100 ms apart, then 100 at once at 1.2 s.
+  // The trace is scaled to the measured latency so that it means the same on
+  // a fast build and under a sanitizer (several times slower): 10 requests one
+  // unit apart (each done well within its deadline), then 100 at once at 12
+  // units, which one worker cannot finish within the deadline.
+  const double p50_s = warm["latency_ms"]["p50"].get<double>() / 1000.0;
+  const double unit = std::max(0.1, 3 * p50_s);
+  const int deadline_ms = std::max(150, static_cast<int>(1500 * unit));
   std::string trace = "# arrivals\nid,time\n";
   int id = 0;
-  for (int i = 0; i < 10; ++i) trace += std::to_string(id++) + "," + std::to_string(0.1 * i) + "\n";
-  for (int i = 0; i < 100; ++i) trace += std::to_string(id++) + ",1.2\n";
+  for (int i = 0; i < 10; ++i) trace += std::to_string(id++) + "," + std::to_string(unit * i) + "\n";
+  for (int i = 0; i < 100; ++i) trace += std::to_string(id++) + "," + std::to_string(12 * unit) + "\n";
   const std::string file = Path("trace") + ".csv";
   testing::WriteAll(file, trace);
   auto s = RunClient(device.addr(), Images(), Path("results.jsonl"),
-                     "--arrivals=trace:" + file + " --window_s=1 --deadline_ms=150");
+                     "--arrivals=trace:" + file + " --window_s=" + std::to_string(10 * unit) +
+                         " --deadline_ms=" + std::to_string(deadline_ms));
   EXPECT_EQ(s["arrivals"], 110) << s.dump();
-  EXPECT_DOUBLE_EQ(s["duration_s"].get<double>(), 1.2);
+  EXPECT_NEAR(s["duration_s"].get<double>(), 12 * unit, 1e-5);
   ASSERT_EQ(s["windows"].size(), 2u) << s.dump();
   CheckWindows(s);
   EXPECT_EQ(s["windows"][0]["arrivals"], 10);
