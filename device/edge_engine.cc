@@ -51,7 +51,8 @@ class EdgeEngine::Impl {
         model_(common::Describe(bundle_)),
         options_(options),
         client_(std::move(client)),
-        metrics_(metrics) {
+        metrics_(metrics),
+        gate_(options_.server_load) {
     split_ = options_.split_layer;
     {
       absl::MutexLock lock(&active_mu_);
@@ -140,11 +141,17 @@ class EdgeEngine::Impl {
                                     "' version '", info->version, "' but this device serves '", model_.name,
                                     "' version '", model_.version, "': refusing to offload to it"));
     } else {
+      if (info->has_load) {
+        gate_.ObserveReport(absl::Now(), info->load);
+        PublishLoad();
+      }
       SetServer(true, absl::StrCat("offload server ", client_->target(), " serves model '", info->name,
                                    "' version '", info->version, "'"));
     }
     return server_state();
   }
+
+  ServerLoadState server_load() const { return gate_.state(); }
 
   void Submit(ClassifyInput input, Callback done) {
     if (options_.on_arrival) options_.on_arrival();
@@ -222,6 +229,14 @@ class EdgeEngine::Impl {
     return active_;
   }
 
+  void PublishLoad() {
+    if (!metrics_) return;
+    const ServerLoadState s = gate_.state();
+    metrics_->server_expected_rtt->Set(s.expected_ms / 1000.0);
+    metrics_->server_queue_fill->Set(s.queue_capacity > 0 ? static_cast<double>(s.queue_depth) / s.queue_capacity
+                                                          : 0.0);
+  }
+
   void SetServer(bool available, std::string detail) {
     bool changed;
     {
@@ -245,7 +260,9 @@ class EdgeEngine::Impl {
           return monitor_wakeups_ != seen;
         };
         server_mu_.AwaitWithTimeout(absl::Condition(&woken), options_.probe_interval);
-        if (server_available_ || stop_monitor_.load()) continue;
+        if (stop_monitor_.load()) continue;
+        // Up and not declining for load: nothing to check.
+        if (server_available_ && !(options_.server_load.enabled && gate_.declining())) continue;
       }
       ProbeServer();
     }
@@ -372,13 +389,25 @@ class EdgeEngine::Impl {
         pending = part.pending_input.contiguous();
       }
 
-      // Offload, unless the server is known to be down or incompatible.
+      // Offload, unless the server is known to be down or incompatible, or
+      // too busy to answer within this request's budget.
       const ServerState server = server_state();
       absl::Status offload_error;
+      const char* fallback_word = nullptr;  // metrics reason; default: from the error's code
+      absl::Duration timeout = options_.offload_timeout;
+      if (item.input.deadline != absl::InfiniteFuture()) {
+        // Leave time to finish locally if the server does not answer.
+        timeout = std::min(timeout, (item.input.deadline - absl::Now()) / 2);
+      }
+      OffloadVerdict verdict;
+      if (client_ && server.available) verdict = gate_.Decide(absl::Now(), timeout);
       if (!client_) {
         offload_error = absl::UnavailableError("no offload server configured");
       } else if (!server.available) {
         offload_error = absl::UnavailableError(server.detail);
+      } else if (!verdict.offload) {
+        offload_error = absl::UnavailableError(verdict.reason);
+        fallback_word = "busy";
       } else {
         const absl::Time t3 = absl::Now();
         std::vector<int64_t> shape(pending.sizes().begin(), pending.sizes().end());
@@ -387,18 +416,23 @@ class EdgeEngine::Impl {
         out.timings.encode_us = Micros(t4 - t3);
         if (metrics_) metrics_->encode_seconds->Observe(absl::ToDoubleSeconds(t4 - t3));
         if (!encoded.ok()) {
+          if (verdict.probe) gate_.ProbeDone();
           offload_error = encoded.status();
         } else {
-          absl::Duration timeout = options_.offload_timeout;
-          if (item.input.deadline != absl::InfiniteFuture()) {
-            // Leave time to finish locally if the server does not answer.
-            timeout = std::min(timeout, (item.input.deadline - t4) / 2);
-          }
           ResumeCall call{item.input.request_id, model_.name, model_.version, split, std::move(*encoded)};
           auto answer = client_->Resume(std::move(call), timeout);
           const absl::Time t5 = absl::Now();
           out.timings.offload_us = Micros(t5 - t4);
           if (metrics_) metrics_->offload_seconds->Observe(absl::ToDoubleSeconds(t5 - t4));
+          if (answer.ok()) {
+            gate_.ObserveOffload(t5, out.timings.offload_us, answer->server_queue_us, answer->server_load);
+          } else if (answer.status().code() == absl::StatusCode::kDeadlineExceeded) {
+            gate_.ObserveTimeout(t5 - t4);
+          } else if (answer.status().code() == absl::StatusCode::kResourceExhausted) {
+            gate_.ObserveOverloaded();
+          }
+          if (verdict.probe) gate_.ProbeDone();
+          PublishLoad();
           if (answer.ok()) {
             out.decided = Decision::kServer;
             out.offload_bytes = answer->request_bytes;
@@ -442,7 +476,9 @@ class EdgeEngine::Impl {
       out.fallback_reason = offload_error.ToString();
       if (metrics_) {
         metrics_->fallback_seconds->Observe(absl::ToDoubleSeconds(t7 - t6));
-        metrics_->Fallback(client_ ? CodeWord(offload_error.code()) : "unavailable");
+        metrics_->Fallback(fallback_word ? fallback_word
+                                         : client_ ? CodeWord(offload_error.code())
+                                                   : "unavailable");
       }
       common::ExitResult r = std::move(rest.results[0]);
       r.confidences.insert(r.confidences.begin(), device_confidences.begin(), device_confidences.end());
@@ -460,6 +496,7 @@ class EdgeEngine::Impl {
   EdgeEngineOptions options_;
   std::unique_ptr<OffloadClient> client_;
   DeviceMetrics* metrics_;
+  ServerLoadGate gate_;
   std::atomic<int> split_{0};
   mutable absl::Mutex active_mu_;
   std::shared_ptr<const ActiveConfig> active_ ABSL_GUARDED_BY(active_mu_);
@@ -515,6 +552,7 @@ absl::Status EdgeEngine::SetExitConfig(int index, int split, const std::vector<f
 int EdgeEngine::exit_config() const { return impl_->exit_config(); }
 OffloadClient* EdgeEngine::offload_client() const { return impl_->offload_client(); }
 ServerState EdgeEngine::server_state() const { return impl_->server_state(); }
+ServerLoadState EdgeEngine::server_load() const { return impl_->server_load(); }
 ServerState EdgeEngine::ProbeServer() { return impl_->ProbeServer(); }
 void EdgeEngine::Submit(ClassifyInput input, Callback done) { impl_->Submit(std::move(input), std::move(done)); }
 void EdgeEngine::StopAccepting() { impl_->StopAccepting(); }

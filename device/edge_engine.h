@@ -19,6 +19,12 @@
 // and marks it up again once it answers with the same model name and version.
 // A server serving another model or version is never offloaded to.
 //
+// Server load: with options.server_load.enabled, a request is offloaded only
+// when the server's reported and measured load (ServerLoadGate) says its
+// answer fits the request's budget; otherwise it is finished locally at once
+// (a fallback with reason "server busy"), and the monitor refreshes the load
+// with GetModelInfo every probe interval while that lasts.
+//
 // Thread-safety: all public methods may be called from any thread.
 #ifndef EENN_DEVICE_EDGE_ENGINE_H_
 #define EENN_DEVICE_EDGE_ENGINE_H_
@@ -39,6 +45,7 @@
 #include "common/model_spec.h"
 #include "common/tensor_codec.h"
 #include "device/offload_client.h"
+#include "device/server_load.h"
 
 namespace eenn::device {
 
@@ -73,6 +80,11 @@ struct EdgeEngineOptions {
   int queue_capacity = 64;     // requests waiting; more are rejected
   absl::Duration offload_timeout = absl::Milliseconds(1000);  // deadline of each Resume call
   absl::Duration probe_interval = absl::Milliseconds(500);    // server probes while it is down
+  // Server-aware offloading (server_load.h): finish locally instead of
+  // offloading when the server's load says the answer would not come back
+  // within the request's budget. Its probe_interval is also how often the
+  // monitor refreshes the server's load while the gate declines.
+  ServerLoadOptions server_load;
   common::DecodeLimits decode_limits;  // for uploaded images
   bool warmup = true;
   // Called after every successful offload, on the worker thread (must be
@@ -144,6 +156,7 @@ class EdgeEngine {
   // The offload client (null without a server), for link probes. Thread-safe.
   OffloadClient* offload_client() const;
   ServerState server_state() const;
+  ServerLoadState server_load() const;
   // Checks the server now (as the monitor does) and returns the new state.
   ServerState ProbeServer();
 

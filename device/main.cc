@@ -64,7 +64,13 @@ ABSL_FLAG(std::string, compression, "none", "Lossless compression of the split t
 ABSL_FLAG(int, workers, 2, "Requests processed at once.");
 ABSL_FLAG(int, queue_capacity, 64, "Requests waiting before RESOURCE_EXHAUSTED (counted as rejected).");
 ABSL_FLAG(int, offload_timeout_ms, 1000, "Deadline of each offload RPC; past it the device finishes locally.");
-ABSL_FLAG(int, probe_interval_ms, 500, "How often an unreachable server is probed.");
+ABSL_FLAG(int, probe_interval_ms, 500,
+          "How often an unreachable server is probed (and a busy one's load refreshed).");
+ABSL_FLAG(bool, server_aware, true,
+          "Server-aware offloading: finish a request locally when the server's reported and measured load say "
+          "its answer would not come within the request's budget (false: offload whenever the server is up).");
+ABSL_FLAG(double, server_headroom, 0.8,
+          "Server-aware offloading: offload when the expected round trip is at most this share of the budget.");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9092",
           "Prometheus /metrics address (port 0 picks one; empty disables).");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads (0 = all cores).");
@@ -136,6 +142,12 @@ int main(int argc, char** argv) {
   opts.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   opts.offload_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_offload_timeout_ms));
   opts.probe_interval = absl::Milliseconds(absl::GetFlag(FLAGS_probe_interval_ms));
+  opts.server_load.enabled = absl::GetFlag(FLAGS_server_aware);
+  opts.server_load.headroom = absl::GetFlag(FLAGS_server_headroom);
+  opts.server_load.probe_interval = opts.probe_interval;
+  if (!(opts.server_load.headroom > 0)) {
+    return Fail(absl::InvalidArgumentError("--server_headroom must be > 0"));
+  }
   opts.decode_limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   opts.decode_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
 

@@ -19,9 +19,9 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
   requests_->Add({{"outcome", "rejected"}, {"code", "RESOURCE_EXHAUSTED"}});
   auto& fallbacks = BuildCounter()
                         .Name("eenn_device_fallbacks_total")
-                        .Help("Requests finished locally after the offload was impossible or failed, by reason")
+                        .Help("Requests finished locally after the offload was impossible, failed or declined (server busy), by reason")
                         .Register(registry);
-  for (const char* r : {"unavailable", "deadline", "overloaded", "refused", "incompatible", "error"}) {
+  for (const char* r : {"unavailable", "deadline", "overloaded", "busy", "refused", "incompatible", "error"}) {
     fallbacks_[r] = &fallbacks.Add({{"reason", r}});
   }
   auto& stage = BuildHistogram()
@@ -73,6 +73,10 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
   auto gauge = [&](const char* name, const char* help) {
     return &BuildGauge().Name(name).Help(help).Register(registry).Add({});
   };
+  server_expected_rtt = gauge("eenn_device_server_expected_rtt_seconds",
+                              "Server-aware offloading: expected offload round trip from the server's load");
+  server_queue_fill = gauge("eenn_device_server_queue_fill",
+                            "The offload server's reported queue depth over its capacity");
   link_bandwidth = gauge("eenn_device_link_bandwidth_bytes_per_second",
                          "Live planner: estimated bandwidth to the offload server");
   link_rtt = gauge("eenn_device_link_rtt_seconds", "Live planner: estimated round trip to the offload server");

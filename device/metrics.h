@@ -27,7 +27,7 @@ class DeviceMetrics {
   // A finished request: outcome is device, server, fallback, rejected or failed.
   void RequestDone(const std::string& outcome, absl::StatusCode code);
   void ExitTaken(int exit_layer);
-  void Fallback(const std::string& reason);  // unavailable, deadline, overloaded, refused, incompatible, error
+  void Fallback(const std::string& reason);  // unavailable, deadline, overloaded, busy, refused, incompatible, error
 
   prometheus::Histogram* queue_seconds;
   prometheus::Histogram* preprocess_seconds;
@@ -45,6 +45,8 @@ class DeviceMetrics {
   prometheus::Gauge* queue_capacity;
   prometheus::Gauge* split_layer;
   prometheus::Gauge* server_available;
+  prometheus::Gauge* server_expected_rtt;  // seconds: the expected offload round trip (server-aware offloading)
+  prometheus::Gauge* server_queue_fill;    // the server's reported queue depth / capacity
   prometheus::Gauge* link_bandwidth;  // bytes per second
   prometheus::Gauge* link_rtt;        // seconds
   prometheus::Gauge* server_speed_factor;

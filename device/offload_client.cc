@@ -144,8 +144,9 @@ class GrpcOffloadClient final : public OffloadClient {
     a.reply_bytes = static_cast<int64_t>(reply.ByteSizeLong());
     a.server_queue_us = reply.timings().queue_us();
     a.server_compute_us = reply.timings().compute_us();
-    a.server_queue_depth = reply.load().queue_depth();
-    a.server_queue_capacity = reply.load().queue_capacity();
+    a.server_load.queue_depth = reply.load().queue_depth();
+    a.server_load.queue_capacity = reply.load().queue_capacity();
+    a.server_load.service_rate = reply.load().service_rate();
     for (const auto& p : reply.predictions()) {
       common::ExitResult r;
       r.class_id = p.class_id();
@@ -168,7 +169,18 @@ class GrpcOffloadClient final : public OffloadClient {
     v1::ModelInfo info;
     grpc::Status s = stub_->GetModelInfo(&ctx, v1::ModelInfoRequest(), &info);
     if (!s.ok()) return wire::FromGrpc(s);
-    return RemoteModel{info.model_name(), info.model_version(), info.weights_sha256(), info.num_layers()};
+    RemoteModel m;
+    m.name = info.model_name();
+    m.version = info.model_version();
+    m.weights_sha256 = info.weights_sha256();
+    m.num_layers = info.num_layers();
+    if (info.has_load()) {
+      m.has_load = true;
+      m.load.queue_depth = info.load().queue_depth();
+      m.load.queue_capacity = info.load().queue_capacity();
+      m.load.service_rate = info.load().service_rate();
+    }
+    return m;
   }
 
   absl::StatusOr<int64_t> Probe(int64_t padding_bytes, absl::Duration timeout) override {

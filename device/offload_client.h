@@ -24,6 +24,7 @@
 #include "common/model_spec.h"
 #include "common/tensor_codec.h"
 #include "common/tls.h"
+#include "device/server_load.h"
 
 namespace eenn::device {
 
@@ -33,6 +34,8 @@ struct RemoteModel {
   std::string version;
   std::string weights_sha256;
   int num_layers = 0;
+  bool has_load = false;    // eenn-server reports its load
+  ServerLoadReport load;
 };
 
 struct ResumeCall {
@@ -49,8 +52,7 @@ struct ResumeAnswer {
   int64_t server_compute_us = 0;
   int64_t request_bytes = 0;  // serialized request size
   int64_t reply_bytes = 0;    // serialized reply size
-  int server_queue_depth = 0;
-  int server_queue_capacity = 0;
+  ServerLoadReport server_load;  // reported by the server with its answer
 };
 
 class OffloadClient {

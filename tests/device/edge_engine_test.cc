@@ -36,13 +36,21 @@ class FakeServer : public OffloadClient {
     a.predictions = r->results;
     a.request_bytes = static_cast<int64_t>(call.tensor.data.size()) + 40;
     last_encoding = call.tensor.encoding;
+    absl::MutexLock lock(&mu_);
+    a.server_load = load_;
     return a;
   }
 
   absl::StatusOr<RemoteModel> GetModelInfo(absl::Duration) override {
     absl::MutexLock lock(&mu_);
     if (!fail_with_.ok()) return fail_with_;
-    return RemoteModel{bundle_->manifest.model_name, version_, "", bundle_->model->num_layers()};
+    RemoteModel m;
+    m.name = bundle_->manifest.model_name;
+    m.version = version_;
+    m.num_layers = bundle_->model->num_layers();
+    m.has_load = true;
+    m.load = load_;
+    return m;
   }
 
   std::string target() const override { return "fake:1"; }
@@ -50,6 +58,11 @@ class FakeServer : public OffloadClient {
   void FailWith(absl::Status s) {
     absl::MutexLock lock(&mu_);
     fail_with_ = std::move(s);
+  }
+  // The load it reports in replies and model info.
+  void ReportLoad(ServerLoadReport load) {
+    absl::MutexLock lock(&mu_);
+    load_ = load;
   }
   void ServeVersion(std::string v) {
     absl::MutexLock lock(&mu_);
@@ -65,6 +78,7 @@ class FakeServer : public OffloadClient {
   absl::Mutex mu_;
   absl::Status fail_with_;
   std::string version_ = "1";
+  ServerLoadReport load_;
 };
 
 class EdgeEngineTest : public ::testing::Test {
@@ -96,6 +110,7 @@ class EdgeEngineTest : public ::testing::Test {
     auto server = std::make_unique<FakeServer>(bundle_);
     if (server_out) *server_out = server.get();
     o.probe_interval = absl::Hours(1);  // tests probe explicitly
+    o.server_load.probe_interval = absl::Hours(1);
     auto e = EdgeEngine::Create(dir_.path(), o, std::move(server), nullptr);
     EXPECT_TRUE(e.ok()) << e.status();
     return e.ok() ? std::move(*e) : nullptr;
@@ -168,6 +183,74 @@ TEST_F(EdgeEngineTest, OverloadedServerFallsBackButStaysInUse) {
   server->FailWith(absl::ResourceExhaustedError("queue full"));
   EXPECT_EQ(e->ClassifySync(Input(0))->decided, Decision::kFallback);
   EXPECT_TRUE(e->server_state().available);
+}
+
+TEST_F(EdgeEngineTest, BusyServerIsNotOffloadedToUntilItsLoadFallsAgain) {
+  FakeServer* server;
+  EdgeEngineOptions o;
+  o.split_layer = 0;  // everything offloaded, when it is
+  auto e = Make(o, &server);
+  auto with_deadline = [&](int i) {
+    ClassifyInput in = Input(i);
+    in.deadline = absl::Now() + absl::Milliseconds(400);  // budget: 200 ms for the server
+    return e->ClassifySync(std::move(in));
+  };
+  // An idle server (the engine's first probe saw an empty queue): offloaded.
+  auto r = with_deadline(0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->decided, Decision::kServer);
+  int calls = server->resume_calls.load();
+  EXPECT_EQ(calls, 1);
+  // Now 60 requests wait at 100 samples/s: 600 ms before this device's would
+  // run. Replies and load reports teach the device that.
+  server->ReportLoad({60, 256, 100});
+  for (int i = 0; i < 20 && e->server_load().wait_ms < 500; ++i) e->ProbeServer();
+  EXPECT_GE(e->server_load().wait_ms, 500);
+  EXPECT_EQ(e->server_load().queue_depth, 60);
+  // It does the work itself: the server would answer after the budget. (The
+  // first decline is offloaded as a probe; the next ones are not.)
+  r = with_deadline(1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->decided, Decision::kServer);
+  EXPECT_EQ(server->resume_calls.load(), ++calls);
+  for (int i = 2; i < 8; ++i) {
+    r = with_deadline(i);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->decided, Decision::kFallback);
+    EXPECT_NE(r->fallback_reason.find("server busy: expected answer in"), std::string::npos) << r->fallback_reason;
+    EXPECT_EQ(r->result.class_id, Local(images_[i]).class_id);
+    EXPECT_EQ(r->result.exit_layer, Local(images_[i]).exit_layer);
+  }
+  EXPECT_EQ(server->resume_calls.load(), calls);
+  EXPECT_EQ(e->server_load().declined, 6);
+  EXPECT_TRUE(e->server_state().available);  // busy, not down
+  // Without a deadline the budget is the offload timeout (1 s): it fits.
+  EXPECT_EQ(e->ClassifySync(Input(8))->decided, Decision::kServer);
+  EXPECT_EQ(server->resume_calls.load(), ++calls);
+  // The queue drains; the monitor's load refreshes (here: explicit probes)
+  // bring the estimate down and offloading back.
+  server->ReportLoad({0, 256, 100});
+  for (int i = 0; i < 20 && e->server_load().expected_ms > 0.8 * 200; ++i) e->ProbeServer();
+  r = with_deadline(9);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->decided, Decision::kServer);
+  EXPECT_EQ(server->resume_calls.load(), ++calls);
+}
+
+TEST_F(EdgeEngineTest, LoadBlindDeviceOffloadsToABusyServer) {
+  FakeServer* server;
+  EdgeEngineOptions o;
+  o.split_layer = 0;
+  o.server_load.enabled = false;
+  auto e = Make(o, &server);
+  server->ReportLoad({60, 256, 100});
+  for (int i = 0; i < 6; ++i) {
+    ClassifyInput in = Input(i);
+    in.deadline = absl::Now() + absl::Milliseconds(400);
+    EXPECT_EQ(e->ClassifySync(std::move(in))->decided, Decision::kServer);
+  }
+  EXPECT_EQ(server->resume_calls.load(), 6);
+  EXPECT_EQ(e->server_load().declined, 0);
 }
 
 TEST_F(EdgeEngineTest, OtherVersionIsNeverOffloadedTo) {
