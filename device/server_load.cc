@@ -7,8 +7,9 @@
 namespace eenn::device {
 
 double ServerLoadGate::ReportedWaitMs(const ServerLoadReport& load) {
-  if (load.service_rate <= 0) return 0;
-  return 1000.0 * std::max(0, load.queue_depth) / load.service_rate;
+  if (load.queue_depth <= 0) return 0;       // an empty queue: no wait
+  if (load.service_rate <= 0) return -1;     // a queue at an unknown rate: no estimate
+  return 1000.0 * load.queue_depth / load.service_rate;
 }
 
 void ServerLoadGate::Blend(double* mean, double sample) {
@@ -29,7 +30,7 @@ void ServerLoadGate::ObserveOffload(absl::Time now, int64_t round_trip_us, int64
   (void)now;
   const double rtt_ms = round_trip_us / 1000.0;
   const double queue_ms = std::clamp(server_queue_us / 1000.0, 0.0, rtt_ms);
-  const double wait_sample = std::max(queue_ms, ReportedWaitMs(load));
+  const double wait_sample = std::max(queue_ms, ReportedWaitMs(load));  // measured at least
   absl::MutexLock lock(&mu_);
   if (has_base_) {
     Blend(&base_ms_, rtt_ms - queue_ms);
@@ -45,7 +46,7 @@ void ServerLoadGate::ObserveReport(absl::Time now, const ServerLoadReport& load)
   (void)now;
   const double wait_sample = ReportedWaitMs(load);
   absl::MutexLock lock(&mu_);
-  BlendWait(wait_sample);
+  if (wait_sample >= 0) BlendWait(wait_sample);
   last_ = load;
 }
 

@@ -21,8 +21,9 @@
 //   base  = round trip minus the server's queue wait (network, codec, compute)
 //   wait  = the server's queue wait: per reply max(its measured queue wait,
 //           reported queue depth / reported service rate); a GetModelInfo
-//           report contributes depth / rate; an offload that ran out of time
-//           contributes the time it waited
+//           report contributes depth / rate (0 for an empty queue, nothing
+//           for a queue whose service rate is not known yet); an offload that
+//           ran out of time raises it to at least the time it waited
 //   expected round trip = base + wait
 //
 // Thread-safety: all methods may be called from any thread.

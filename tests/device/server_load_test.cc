@@ -52,6 +52,13 @@ TEST(ServerLoadGateTest, ReportedQueueOverServiceRateIsTheExpectedWait) {
   EXPECT_EQ(gate.state().probes, 1);
   // A roomy budget (1 s): offloaded.
   EXPECT_TRUE(gate.Decide(kT0, absl::Seconds(1)).offload);
+  // A report of a queue at an unknown rate says nothing about the wait; an
+  // empty queue says there is none.
+  gate.ObserveReport(kT0, Load(30, 256, 0));
+  EXPECT_NEAR(gate.state().wait_ms, 250.0, 1e-9);
+  EXPECT_EQ(gate.state().queue_depth, 30);
+  gate.ObserveReport(kT0, Load(0, 256, 0));
+  EXPECT_NEAR(gate.state().wait_ms, 0.7 * 250.0, 1e-9);
 }
 
 TEST(ServerLoadGateTest, NearlyFullServerQueueIsDeclinedWhateverTheBudget) {

@@ -39,15 +39,22 @@ inline void StartDaemon(Daemon& d, const std::string& binary, std::vector<std::s
   d.metrics_port = j["metrics_port"].get<int>();
 }
 
-inline std::map<std::string, nlohmann::json> ReadResults(const std::string& path) {
-  std::map<std::string, nlohmann::json> out;
+// Every result line of an eenn-client --results file, in order.
+inline std::vector<nlohmann::json> ReadResultLines(const std::string& path) {
+  std::vector<nlohmann::json> out;
   std::istringstream in(testing::ReadAll(path));
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty() || line[0] != '{') continue;
-    auto j = nlohmann::json::parse(line);
-    out[j["file"].get<std::string>()] = j;
+    out.push_back(nlohmann::json::parse(line));
   }
+  return out;
+}
+
+// The last result of each file.
+inline std::map<std::string, nlohmann::json> ReadResults(const std::string& path) {
+  std::map<std::string, nlohmann::json> out;
+  for (auto& j : ReadResultLines(path)) out[j["file"].get<std::string>()] = j;
   return out;
 }
 

@@ -417,6 +417,46 @@ TEST_F(ReliabilityTest, OffloadPastItsDeadlineFallsBackAndIsCounted) {
   EXPECT_EQ(timed_out, deadline);
 }
 
+// A server whose queue is full: a server-aware device stops offloading to it
+// (fallbacks for reason "busy", the server's queue fill in its metrics), a
+// load-blind one keeps sending and is refused each time; both answer all.
+TEST_F(ReliabilityTest, FullServerQueueIsDeclinedByServerAwareDevicesOnly) {
+  Daemon server;
+  // One request fits in the server's queue, and it is held 300 ms for a batch.
+  StartServer(server, {"--queue_capacity=1", "--max_queue_delay_us=300000", "--max_batch_size=64"});
+  for (const bool aware : {true, false}) {
+    Daemon device;
+    StartDevice(device, server.addr(),
+                {"--split=1", std::string("--server_aware=") + (aware ? "true" : "false"), "--probe_interval_ms=200"});
+    const std::string results = Results();
+    auto s = RunClient(device.addr(), Images(), results, "--concurrency=4 --duration_s=2 --deadline_ms=5000");
+    EXPECT_GT(s["requests"].get<int>(), 8) << s.dump();
+    EXPECT_EQ(s["answered"], s["requests"]) << s.dump();
+    EXPECT_EQ(s["lost"], 0);
+    EXPECT_EQ(s["failed"], 0);
+    const double busy = Metric(device, "eenn_device_fallbacks_total{reason=\"busy\"}");
+    const double overloaded = Metric(device, "eenn_device_fallbacks_total{reason=\"overloaded\"}");
+    int busy_replies = 0;
+    const auto lines = testing::ReadResultLines(results);
+    EXPECT_EQ(static_cast<int>(lines.size()), s["requests"].get<int>());
+    for (const auto& r : lines) {
+      if (r["decided"] == "fallback") {
+        busy_replies += r["fallback_reason"].get<std::string>().rfind("UNAVAILABLE: server busy", 0) == 0;
+      }
+    }
+    EXPECT_EQ(busy_replies, busy);
+    if (aware) {
+      // Declined for the full queue, much more often than refused by it.
+      EXPECT_GT(busy, 0) << testing::HttpGet(device.metrics_port, "/metrics");
+      EXPECT_GT(busy, overloaded) << testing::HttpGet(device.metrics_port, "/metrics");
+      EXPECT_GE(Metric(device, "eenn_device_server_queue_fill"), 0);  // exported
+    } else {
+      EXPECT_EQ(busy, 0);
+      EXPECT_GT(overloaded, 0) << testing::HttpGet(device.metrics_port, "/metrics");
+    }
+  }
+}
+
 // A server inside its own network namespace, reached over a veth pair whose
 // host end is taken down and up again.
 class NetNs {
