@@ -400,7 +400,7 @@ class EdgeEngine::Impl {
         timeout = std::min(timeout, (item.input.deadline - absl::Now()) / 2);
       }
       OffloadVerdict verdict;
-      if (client_ && server.available) verdict = gate_.Decide(absl::Now(), timeout);
+      if (client_ && server.available) verdict = gate_.Decide(timeout);
       if (!client_) {
         offload_error = absl::UnavailableError("no offload server configured");
       } else if (!server.available) {
@@ -416,7 +416,6 @@ class EdgeEngine::Impl {
         out.timings.encode_us = Micros(t4 - t3);
         if (metrics_) metrics_->encode_seconds->Observe(absl::ToDoubleSeconds(t4 - t3));
         if (!encoded.ok()) {
-          if (verdict.probe) gate_.ProbeDone();
           offload_error = encoded.status();
         } else {
           ResumeCall call{item.input.request_id, model_.name, model_.version, split, std::move(*encoded)};
@@ -431,7 +430,6 @@ class EdgeEngine::Impl {
           } else if (answer.status().code() == absl::StatusCode::kResourceExhausted) {
             gate_.ObserveOverloaded();
           }
-          if (verdict.probe) gate_.ProbeDone();
           PublishLoad();
           if (answer.ok()) {
             out.decided = Decision::kServer;
@@ -457,7 +455,12 @@ class EdgeEngine::Impl {
           }
           offload_error = answer.status();
           const auto code = offload_error.code();
-          if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) {
+          // A timeout marks the server down unless the load gate is on: then
+          // it is taken as load (the gate declines until the server's reports
+          // say it caught up) and the monitor, polling while the gate
+          // declines, marks it down if it stops answering.
+          if (code == absl::StatusCode::kUnavailable ||
+              (code == absl::StatusCode::kDeadlineExceeded && !options_.server_load.enabled)) {
             SetServer(false, absl::StrCat("offload server ", client_->target(), " failed a request: ",
                                           offload_error.ToString()));
           } else if (code == absl::StatusCode::kFailedPrecondition) {

@@ -12,8 +12,8 @@
 // decided on the server, or finished locally (fallback) -> callback.
 // Every submitted request's callback runs exactly once.
 //
-// Server state: a request whose offload fails with UNAVAILABLE or
-// DEADLINE_EXCEEDED marks the server down; later requests fall back at once
+// Server state: a request whose offload fails with UNAVAILABLE (or
+// DEADLINE_EXCEEDED, without the server load gate) marks the server down; later requests fall back at once
 // instead of waiting for their own timeouts. A monitor thread probes the
 // server (GetModelInfo) every probe_interval while it is down or unverified
 // and marks it up again once it answers with the same model name and version.
@@ -82,8 +82,8 @@ struct EdgeEngineOptions {
   absl::Duration probe_interval = absl::Milliseconds(500);    // server probes while it is down
   // Server-aware offloading (server_load.h): finish locally instead of
   // offloading when the server's load says the answer would not come back
-  // within the request's budget. Its probe_interval is also how often the
-  // monitor refreshes the server's load while the gate declines.
+  // within the request's budget. While it declines, the monitor refreshes the
+  // server's load every probe_interval.
   ServerLoadOptions server_load;
   common::DecodeLimits decode_limits;  // for uploaded images
   bool warmup = true;

@@ -144,7 +144,6 @@ int main(int argc, char** argv) {
   opts.probe_interval = absl::Milliseconds(absl::GetFlag(FLAGS_probe_interval_ms));
   opts.server_load.enabled = absl::GetFlag(FLAGS_server_aware);
   opts.server_load.headroom = absl::GetFlag(FLAGS_server_headroom);
-  opts.server_load.probe_interval = opts.probe_interval;
   if (!(opts.server_load.headroom > 0)) {
     return Fail(absl::InvalidArgumentError("--server_headroom must be > 0"));
   }

@@ -69,7 +69,7 @@ void ServerLoadGate::ObserveOverloaded() {
   if (last_.queue_capacity <= 0) last_.queue_capacity = last_.queue_depth;
 }
 
-OffloadVerdict ServerLoadGate::Decide(absl::Time now, absl::Duration budget) {
+OffloadVerdict ServerLoadGate::Decide(absl::Duration budget) {
   OffloadVerdict v;
   absl::MutexLock lock(&mu_);
   v.expected_ms = (has_base_ ? base_ms_ : 0.0) + (has_wait_ ? wait_ms_ : 0.0);
@@ -83,13 +83,6 @@ OffloadVerdict ServerLoadGate::Decide(absl::Time now, absl::Duration budget) {
     return v;
   }
   declining_ = true;
-  if (!probe_in_flight_ && now - last_probe_ >= options_.probe_interval) {
-    probe_in_flight_ = true;
-    last_probe_ = now;
-    ++probes_;
-    v.probe = true;
-    return v;
-  }
   ++declined_;
   v.offload = false;
   v.reason = queue_full ? absl::StrFormat("server busy: its queue holds %d of %d requests", last_.queue_depth,
@@ -97,11 +90,6 @@ OffloadVerdict ServerLoadGate::Decide(absl::Time now, absl::Duration budget) {
                         : absl::StrFormat("server busy: expected answer in %.1f ms, budget %.1f ms (x%.2f headroom)",
                                           v.expected_ms, budget_ms, options_.headroom);
   return v;
-}
-
-void ServerLoadGate::ProbeDone() {
-  absl::MutexLock lock(&mu_);
-  probe_in_flight_ = false;
 }
 
 bool ServerLoadGate::declining() const {
@@ -120,7 +108,6 @@ ServerLoadState ServerLoadGate::state() const {
   s.queue_capacity = last_.queue_capacity;
   s.service_rate = last_.service_rate;
   s.declined = declined_;
-  s.probes = probes_;
   return s;
 }
 

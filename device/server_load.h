@@ -12,9 +12,9 @@
 // replies), and declines to offload when the prediction does not fit the
 // budget the request would get or when the server's queue is nearly full.
 //
-// While it declines, it still lets one request through every probe interval
-// (one at a time), so that the estimate follows the server when it recovers
-// (the device's monitor also refreshes the reported load with GetModelInfo).
+// While it declines, no request waits to find out whether the server has
+// recovered: the device's monitor asks for the server's load (GetModelInfo)
+// every probe interval, and the estimate follows the reports.
 //
 // Estimates (each an exponentially weighted mean, weight `smoothing` for the
 // newest observation):
@@ -43,7 +43,6 @@ struct ServerLoadOptions {
   double headroom = 0.8;           // offload when expected round trip <= headroom x budget
   double max_queue_fill = 0.9;     // ... and the server's queue is below this share of its capacity
   double smoothing = 0.3;          // weight of the newest observation in the estimates
-  absl::Duration probe_interval = absl::Milliseconds(500);  // one offload per interval while declining
 };
 
 // What a server says about its load (proto ServerLoad).
@@ -55,7 +54,6 @@ struct ServerLoadReport {
 
 struct OffloadVerdict {
   bool offload = true;
-  bool probe = false;          // offloaded although the server looks busy: call ProbeDone after it
   double expected_ms = 0;      // expected round trip (0 until the first observation)
   std::string reason;          // why not, when !offload
 };
@@ -69,7 +67,6 @@ struct ServerLoadState {
   int queue_capacity = 0;
   double service_rate = 0;
   int64_t declined = 0;        // requests finished locally because of the server's load
-  int64_t probes = 0;          // requests offloaded as probes while declining
 };
 
 class ServerLoadGate {
@@ -88,9 +85,7 @@ class ServerLoadGate {
   void ObserveOverloaded();
 
   // Whether to offload a request that may wait `budget` for the answer.
-  OffloadVerdict Decide(absl::Time now, absl::Duration budget);
-  // After an offload decided with verdict.probe, whatever its outcome.
-  void ProbeDone();
+  OffloadVerdict Decide(absl::Duration budget);
 
   // True while the last decision declined (the monitor refreshes the load then).
   bool declining() const;
@@ -110,10 +105,7 @@ class ServerLoadGate {
   double wait_ms_ ABSL_GUARDED_BY(mu_) = 0;
   ServerLoadReport last_ ABSL_GUARDED_BY(mu_);
   bool declining_ ABSL_GUARDED_BY(mu_) = false;
-  bool probe_in_flight_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Time last_probe_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   int64_t declined_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t probes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace eenn::device

@@ -14,12 +14,13 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def start(binary, args, tmp, name, timeout_s=180):
+def start(binary, args, tmp, name, timeout_s=180, prefix=()):
     """Starts build/bin/<binary> with `args`, its log in tmp/<name>.log; returns
-    (process, the ready file's JSON) once it serves."""
+    (process, the ready file's JSON) once it serves. `prefix` goes before the
+    binary (for example taskset -c 1)."""
     ready = os.path.join(tmp, name + ".ready")
     logf = open(os.path.join(tmp, name + ".log"), "w")
-    p = subprocess.Popen([os.path.join(BIN, binary)] + args + ["--ready_file=" + ready],
+    p = subprocess.Popen(list(prefix) + [os.path.join(BIN, binary)] + args + ["--ready_file=" + ready],
                          stdout=logf, stderr=subprocess.STDOUT)
     deadline = time.time() + timeout_s
     while time.time() < deadline:
