@@ -259,7 +259,10 @@ class EdgeEngine::Impl {
         auto woken = [this, seen]() ABSL_SHARED_LOCKS_REQUIRED(server_mu_) {
           return monitor_wakeups_ != seen;
         };
-        server_mu_.AwaitWithTimeout(absl::Condition(&woken), options_.probe_interval);
+        // While the load gate declines, the server's load is refreshed often.
+        const bool refreshing = server_available_ && options_.server_load.enabled && gate_.declining();
+        server_mu_.AwaitWithTimeout(absl::Condition(&woken), refreshing ? options_.server_load.refresh_interval
+                                                                         : options_.probe_interval);
         if (stop_monitor_.load()) continue;
         // Up and not declining for load: nothing to check.
         if (server_available_ && !(options_.server_load.enabled && gate_.declining())) continue;
@@ -408,6 +411,10 @@ class EdgeEngine::Impl {
       } else if (!verdict.offload) {
         offload_error = absl::UnavailableError(verdict.reason);
         fallback_word = "busy";
+        if (verdict.started_declining) {  // the monitor starts refreshing the load now
+          absl::MutexLock lock(&server_mu_);
+          ++monitor_wakeups_;
+        }
       } else {
         const absl::Time t3 = absl::Now();
         std::vector<int64_t> shape(pending.sizes().begin(), pending.sizes().end());

@@ -23,7 +23,7 @@
 // when the server's reported and measured load (ServerLoadGate) says its
 // answer fits the request's budget; otherwise it is finished locally at once
 // (a fallback with reason "server busy"), and the monitor refreshes the load
-// with GetModelInfo every probe interval while that lasts.
+// with GetModelInfo every server_load.refresh_interval while that lasts.
 //
 // Thread-safety: all public methods may be called from any thread.
 #ifndef EENN_DEVICE_EDGE_ENGINE_H_
@@ -83,7 +83,7 @@ struct EdgeEngineOptions {
   // Server-aware offloading (server_load.h): finish locally instead of
   // offloading when the server's load says the answer would not come back
   // within the request's budget. While it declines, the monitor refreshes the
-  // server's load every probe_interval.
+  // server's load every server_load.refresh_interval.
   ServerLoadOptions server_load;
   common::DecodeLimits decode_limits;  // for uploaded images
   bool warmup = true;

@@ -69,6 +69,8 @@ ABSL_FLAG(int, probe_interval_ms, 500,
 ABSL_FLAG(bool, server_aware, true,
           "Server-aware offloading: finish a request locally when the server's reported and measured load say "
           "its answer would not come within the request's budget (false: offload whenever the server is up).");
+ABSL_FLAG(int, server_load_refresh_ms, 50,
+          "Server-aware offloading: while declining a busy server, how often its load is asked for.");
 ABSL_FLAG(double, server_headroom, 0.8,
           "Server-aware offloading: offload when the expected round trip is at most this share of the budget.");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9092",
@@ -144,6 +146,10 @@ int main(int argc, char** argv) {
   opts.probe_interval = absl::Milliseconds(absl::GetFlag(FLAGS_probe_interval_ms));
   opts.server_load.enabled = absl::GetFlag(FLAGS_server_aware);
   opts.server_load.headroom = absl::GetFlag(FLAGS_server_headroom);
+  opts.server_load.refresh_interval = absl::Milliseconds(absl::GetFlag(FLAGS_server_load_refresh_ms));
+  if (opts.server_load.refresh_interval <= absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError("--server_load_refresh_ms must be > 0"));
+  }
   if (!(opts.server_load.headroom > 0)) {
     return Fail(absl::InvalidArgumentError("--server_headroom must be > 0"));
   }

@@ -82,6 +82,7 @@ OffloadVerdict ServerLoadGate::Decide(absl::Duration budget) {
     declining_ = false;
     return v;
   }
+  v.started_declining = !declining_;
   declining_ = true;
   ++declined_;
   v.offload = false;

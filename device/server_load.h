@@ -14,7 +14,7 @@
 //
 // While it declines, no request waits to find out whether the server has
 // recovered: the device's monitor asks for the server's load (GetModelInfo)
-// every probe interval, and the estimate follows the reports.
+// every refresh interval, and the estimate follows the reports.
 //
 // Estimates (each an exponentially weighted mean, weight `smoothing` for the
 // newest observation):
@@ -43,6 +43,8 @@ struct ServerLoadOptions {
   double headroom = 0.8;           // offload when expected round trip <= headroom x budget
   double max_queue_fill = 0.9;     // ... and the server's queue is below this share of its capacity
   double smoothing = 0.3;          // weight of the newest observation in the estimates
+  // While declining, how often the device's monitor asks for the server's load.
+  absl::Duration refresh_interval = absl::Milliseconds(50);
 };
 
 // What a server says about its load (proto ServerLoad).
@@ -54,6 +56,7 @@ struct ServerLoadReport {
 
 struct OffloadVerdict {
   bool offload = true;
+  bool started_declining = false;  // this decision is the first decline after offloading
   double expected_ms = 0;      // expected round trip (0 until the first observation)
   std::string reason;          // why not, when !offload
 };

@@ -29,8 +29,12 @@ TEST(ServerLoadGateTest, OffloadsWhileTheExpectedRoundTripFitsTheBudget) {
   v = gate.Decide(absl::Microseconds(4500));
   EXPECT_FALSE(v.offload);
   EXPECT_NE(v.reason.find("expected answer in 4.0 ms, budget 4.5 ms"), std::string::npos) << v.reason;
+  EXPECT_TRUE(v.started_declining);  // the device's monitor starts refreshing the load
   EXPECT_TRUE(gate.declining());
-  EXPECT_EQ(gate.state().declined, 1);
+  v = gate.Decide(absl::Microseconds(4500));
+  EXPECT_FALSE(v.offload);
+  EXPECT_FALSE(v.started_declining);
+  EXPECT_EQ(gate.state().declined, 2);
   // The next request with room offloads again.
   EXPECT_TRUE(gate.Decide(absl::Milliseconds(50)).offload);
   EXPECT_FALSE(gate.declining());
