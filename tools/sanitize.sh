@@ -2,7 +2,8 @@
 # Builds every target with sanitizers into its own build folder and runs the
 # whole test suite (ctest) under them:
 #   tools/sanitize.sh address   # AddressSanitizer + UndefinedBehaviorSanitizer, build-asan/
-#   tools/sanitize.sh thread    # ThreadSanitizer, build-tsan/
+#   tools/sanitize.sh thread    # ThreadSanitizer, build-tsan/ (and an instrumented
+#                               # build of Debian's abseil, see below)
 # Any sanitizer report fails the test that triggered it (halt_on_error /
 # exitcode); the suppression files in tests/sanitizers/ name only code outside
 # this repository (the Debian libraries are not instrumented).
@@ -25,6 +26,40 @@ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITH
   || { cat "$dir.cmake.log"; exit 1; }
 rm -f "$dir.cmake.log"
 cmake --build "$dir" -j"${EENN_JOBS:-$(nproc)}"
+
+# ThreadSanitizer must see every synchronization: Debian's abseil is not
+# instrumented, so its Mutex looks like no synchronization at all and every
+# access it guards would be reported. Build the installed abseil version from
+# Debian's own source package (checksums verified by dpkg-source), instrumented,
+# and run the tests against those libraries (same soname, same inline namespace).
+if [ "$kind" = thread ]; then
+  absl_dir="$PWD/$dir/abseil-tsan"
+  if [ ! -f "$absl_dir/lib/libabsl_synchronization.so.20220623" ]; then
+    for tool in curl dpkg-source; do
+      command -v "$tool" >/dev/null || { apt-get install -y -qq curl dpkg-dev >/dev/null; break; }
+    done
+    src=$(dpkg-query -W -f='${source:Package}' libabsl-dev)
+    ver=$(dpkg-query -W -f='${source:Version}' libabsl-dev)
+    mirror="${EENN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+    pool="$mirror/pool/main/${src:0:1}/$src"
+    rm -rf "$absl_dir" && mkdir -p "$absl_dir/dl" "$absl_dir/lib"
+    dsc="${src}_${ver#*:}.dsc"
+    curl -sSf -o "$absl_dir/dl/$dsc" "$pool/$dsc"
+    for f in $(awk '/^Checksums-Sha256:/ {on=1; next} /^[^ ]/ {on=0} on {print $3}' "$absl_dir/dl/$dsc"); do
+      curl -sSf -o "$absl_dir/dl/$f" "$pool/$f"
+    done
+    (cd "$absl_dir/dl" && dpkg-source -x "$dsc" src >/dev/null)
+    cmake -S "$absl_dir/dl/src" -B "$absl_dir/build" -DCMAKE_CXX_STANDARD=17 -DBUILD_SHARED_LIBS=ON \
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$flags" \
+      -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread" \
+      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache > "$absl_dir/cmake.log" 2>&1 || { cat "$absl_dir/cmake.log"; exit 1; }
+    cmake --build "$absl_dir/build" -j"${EENN_JOBS:-$(nproc)}" --target synchronization > "$absl_dir/build.log" 2>&1 \
+      || { tail -50 "$absl_dir/build.log"; exit 1; }
+    find "$absl_dir/build" -name 'libabsl_*.so.*.*' -exec cp {} "$absl_dir/lib/" \;
+    for f in "$absl_dir"/lib/*.so.*.*; do ln -sf "$(basename "$f")" "${f%.0.0}"; done
+  fi
+  export LD_LIBRARY_PATH="$absl_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 
 supp="$PWD/tests/sanitizers"
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=0:exitcode=86:detect_leaks=1:detect_odr_violation=0:suppressions=$supp/asan.supp"

@@ -72,8 +72,11 @@ TEST_F(OffloadEngineTest, ValidateShapeNamesWhatIsWrong) {
 
 TEST_F(OffloadEngineTest, ConcurrentJobsWithTheSameSplitShareOneBatchAndMatchDirectRuns) {
   OffloadEngineOptions o;
-  o.max_batch_size = 16;
-  o.max_queue_delay = absl::Milliseconds(300);
+  // A batch of exactly the three split-1 jobs' 6 samples runs as soon as it is
+  // full; the long hold only makes sure they meet even on a slow machine (or
+  // under a sanitizer), and costs the lone split-2 job its wait.
+  o.max_batch_size = 6;
+  o.max_queue_delay = absl::Milliseconds(2000);
   auto e = Make(o);
   std::vector<ResumeJob> jobs = {Job(1, 2, 1), Job(1, 1, 2), Job(1, 3, 3), Job(2, 1, 4)};
   std::vector<absl::StatusOr<ResumeResult>> got(jobs.size(), absl::UnknownError("not answered"));
