@@ -75,7 +75,11 @@ def needed_packages(binary):
     needed = re.findall(r"\(NEEDED\).*\[(.+)\]", subprocess.run(
         ["readelf", "-d", binary], capture_output=True, text=True, check=True).stdout)
     paths = {}
-    for line in subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout.splitlines():
+    # Resolved as an installed system would (a sanitizer run puts instrumented
+    # copies of some libraries on LD_LIBRARY_PATH).
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    for line in subprocess.run(["ldd", binary], capture_output=True, text=True, check=True,
+                               env=env).stdout.splitlines():
         m = re.match(r"\s*(\S+) => (\S+)", line)
         if m:
             paths[m.group(1)] = m.group(2)
