@@ -59,7 +59,8 @@ class PerMessageStreamReactor final : public grpc::ServerBidiReactor<Req, Reply>
   }
 
   void OnWriteDone(bool ok) override {
-    bool write_next = false, finish = false;
+    const Reply* next = nullptr;
+    bool finish = false;
     {
       absl::MutexLock lock(&mu_);
       writes_.pop_front();
@@ -67,11 +68,14 @@ class PerMessageStreamReactor final : public grpc::ServerBidiReactor<Req, Reply>
         broken_ = true;
         writes_.clear();
       }
-      write_next = !writes_.empty();
-      writing_ = write_next;
-      finish = !write_next && ShouldFinishLocked();
+      writing_ = !writes_.empty();
+      // The element stays put (a deque's push_back moves no element) and is
+      // popped only here, after its write; the deque itself is read only
+      // under the lock, since other threads append to it.
+      if (writing_) next = &writes_.front();
+      finish = !writing_ && ShouldFinishLocked();
     }
-    if (write_next) this->StartWrite(&writes_.front());
+    if (next) this->StartWrite(next);
     if (finish) this->Finish(grpc::Status::OK);
   }
 
@@ -79,17 +83,21 @@ class PerMessageStreamReactor final : public grpc::ServerBidiReactor<Req, Reply>
 
  private:
   void Enqueue(Reply&& reply) {
-    bool start = false, finish = false;
+    const Reply* next = nullptr;
+    bool finish = false;
     {
       absl::MutexLock lock(&mu_);
       --pending_;
       if (!broken_) {
         writes_.push_back(std::move(reply));
-        if (!writing_) start = writing_ = true;
+        if (!writing_) {
+          writing_ = true;
+          next = &writes_.front();  // stays put while writing_ (see OnWriteDone)
+        }
       }
       finish = !writing_ && ShouldFinishLocked();
     }
-    if (start) this->StartWrite(&writes_.front());  // the front stays put while writing_
+    if (next) this->StartWrite(next);
     if (finish) this->Finish(grpc::Status::OK);
   }
 

@@ -535,7 +535,8 @@ TEST_F(CollabTest, StreamsAnswerEveryMessageAndReportBadOnesInline) {
       EXPECT_EQ(rr.predictions_size(), 2);
     }
   }
-  EXPECT_TRUE(rs->Finish().ok());
+  const grpc::Status finished = rs->Finish();
+  EXPECT_TRUE(finished.ok()) << finished.error_code() << " " << finished.error_message() << "\n" << server.proc.log();
   EXPECT_EQ(ok, 4);
   EXPECT_EQ(bad_split, 1);
 }
