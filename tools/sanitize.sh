@@ -52,7 +52,7 @@ if [ "$kind" = thread ]; then
     cmake -S "$absl_dir/dl/src" -B "$absl_dir/build" -DCMAKE_CXX_STANDARD=17 -DBUILD_SHARED_LIBS=ON \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$flags" \
       -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread" \
-      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache > "$absl_dir/cmake.log" 2>&1 || { cat "$absl_dir/cmake.log"; exit 1; }
+      -DCMAKE_SKIP_BUILD_RPATH=ON -DCMAKE_CXX_COMPILER_LAUNCHER=ccache > "$absl_dir/cmake.log" 2>&1 || { cat "$absl_dir/cmake.log"; exit 1; }
     # Every library: an inline function of abseil (call_once, a spin lock)
     # may be bound to its copy in any of them.
     cmake --build "$absl_dir/build" -j"${EENN_JOBS:-$(nproc)}" > "$absl_dir/build.log" 2>&1 \
