@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -88,11 +89,11 @@ class CollabTest : public ::testing::Test {
 
   static testing::TempDir* dir_;
   static int num_layers_;
-  static int counter_;
+  static std::atomic<int> counter_;
 };
 testing::TempDir* CollabTest::dir_ = nullptr;
 int CollabTest::num_layers_ = 0;
-int CollabTest::counter_ = 0;
+std::atomic<int> CollabTest::counter_{0};
 
 TEST_F(CollabTest, EverySplitMatchesLocalInferenceWithFp32) {
   Daemon server, device;

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <atomic>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -61,10 +62,10 @@ class LoadControlTest : public ::testing::Test {
   std::string Images() { return dir_->Join("images"); }
 
   static testing::TempDir* dir_;
-  static int counter_;
+  static std::atomic<int> counter_;  // Path() is called from the test's threads too
 };
 testing::TempDir* LoadControlTest::dir_ = nullptr;
-int LoadControlTest::counter_ = 0;
+std::atomic<int> LoadControlTest::counter_{0};
 
 // Evenly spaced arrivals: `calm` per second for 3 s, `burst` per second for
 // 4 s, `calm` again for 3 s.

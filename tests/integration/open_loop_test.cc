@@ -6,6 +6,7 @@
 
 #include <opencv2/imgcodecs.hpp>
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <sstream>
 
@@ -51,10 +52,10 @@ class OpenLoopTest : public ::testing::Test {
   std::string Images() { return dir_->Join("images"); }
 
   static testing::TempDir* dir_;
-  static int counter_;
+  static std::atomic<int> counter_;
 };
 testing::TempDir* OpenLoopTest::dir_ = nullptr;
-int OpenLoopTest::counter_ = 0;
+std::atomic<int> OpenLoopTest::counter_{0};
 
 // Every window's outcomes add up to its arrivals, and the windows to the totals.
 void CheckWindows(const nlohmann::json& s) {

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <atomic>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -125,11 +126,11 @@ class ReliabilityTest : public ::testing::Test {
 
   static testing::TempDir* dir_;
   static int num_layers_;
-  static int counter_;
+  static std::atomic<int> counter_;
 };
 testing::TempDir* ReliabilityTest::dir_ = nullptr;
 int ReliabilityTest::num_layers_ = 0;
-int ReliabilityTest::counter_ = 0;
+std::atomic<int> ReliabilityTest::counter_{0};
 
 struct BadInput {
   std::string name;
