@@ -142,7 +142,7 @@ class EdgeEngine::Impl {
                                     "' version '", model_.version, "': refusing to offload to it"));
     } else {
       if (info->has_load) {
-        gate_.ObserveReport(absl::Now(), info->load);
+        gate_.ObserveReport(info->load);
         PublishLoad();
       }
       SetServer(true, absl::StrCat("offload server ", client_->target(), " serves model '", info->name,
@@ -259,13 +259,14 @@ class EdgeEngine::Impl {
         auto woken = [this, seen]() ABSL_SHARED_LOCKS_REQUIRED(server_mu_) {
           return monitor_wakeups_ != seen;
         };
-        // While the load gate declines, the server's load is refreshed often.
-        const bool refreshing = server_available_ && options_.server_load.enabled && gate_.declining();
-        server_mu_.AwaitWithTimeout(absl::Condition(&woken), refreshing ? options_.server_load.refresh_interval
-                                                                         : options_.probe_interval);
-        if (stop_monitor_.load()) continue;
-        // Up and not declining for load: nothing to check.
-        if (server_available_ && !(options_.server_load.enabled && gate_.declining())) continue;
+        // Down or unverified: probe every probe_interval. Up while the load
+        // gate declines it (never when the gate is off): refresh its load
+        // every refresh_interval. Otherwise nothing to check.
+        auto due = [this]() ABSL_SHARED_LOCKS_REQUIRED(server_mu_) { return !server_available_ || gate_.declining(); };
+        server_mu_.AwaitWithTimeout(absl::Condition(&woken), server_available_ && gate_.declining()
+                                                                 ? options_.server_load.refresh_interval
+                                                                 : options_.probe_interval);
+        if (stop_monitor_.load() || !due()) continue;
       }
       ProbeServer();
     }
@@ -431,7 +432,7 @@ class EdgeEngine::Impl {
           out.timings.offload_us = Micros(t5 - t4);
           if (metrics_) metrics_->offload_seconds->Observe(absl::ToDoubleSeconds(t5 - t4));
           if (answer.ok()) {
-            gate_.ObserveOffload(t5, out.timings.offload_us, answer->server_queue_us, answer->server_load);
+            gate_.ObserveOffload(out.timings.offload_us, answer->server_queue_us, answer->server_load);
           } else if (answer.status().code() == absl::StatusCode::kDeadlineExceeded) {
             gate_.ObserveTimeout(t5 - t4);
           } else if (answer.status().code() == absl::StatusCode::kResourceExhausted) {

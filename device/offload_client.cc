@@ -23,6 +23,10 @@
 namespace eenn::device {
 namespace {
 
+ServerLoadReport FromProto(const v1::ServerLoad& l) {
+  return ServerLoadReport{l.queue_depth(), l.queue_capacity(), l.service_rate()};
+}
+
 // Target schemes gRPC resolves; a value starting with one is passed as is.
 bool HasScheme(absl::string_view s) {
   for (absl::string_view scheme : {"dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:"}) {
@@ -144,9 +148,7 @@ class GrpcOffloadClient final : public OffloadClient {
     a.reply_bytes = static_cast<int64_t>(reply.ByteSizeLong());
     a.server_queue_us = reply.timings().queue_us();
     a.server_compute_us = reply.timings().compute_us();
-    a.server_load.queue_depth = reply.load().queue_depth();
-    a.server_load.queue_capacity = reply.load().queue_capacity();
-    a.server_load.service_rate = reply.load().service_rate();
+    a.server_load = FromProto(reply.load());
     for (const auto& p : reply.predictions()) {
       common::ExitResult r;
       r.class_id = p.class_id();
@@ -174,12 +176,8 @@ class GrpcOffloadClient final : public OffloadClient {
     m.version = info.model_version();
     m.weights_sha256 = info.weights_sha256();
     m.num_layers = info.num_layers();
-    if (info.has_load()) {
-      m.has_load = true;
-      m.load.queue_depth = info.load().queue_depth();
-      m.load.queue_capacity = info.load().queue_capacity();
-      m.load.service_rate = info.load().service_rate();
-    }
+    m.has_load = info.has_load();
+    m.load = FromProto(info.load());
     return m;
   }
 

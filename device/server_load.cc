@@ -12,41 +12,25 @@ double ServerLoadGate::ReportedWaitMs(const ServerLoadReport& load) {
   return 1000.0 * load.queue_depth / load.service_rate;
 }
 
-void ServerLoadGate::Blend(double* mean, double sample) {
-  *mean = (1 - options_.smoothing) * *mean + options_.smoothing * sample;
+void ServerLoadGate::Blend(double* mean, bool* has, double sample) const {
+  *mean = *has ? (1 - options_.smoothing) * *mean + options_.smoothing * sample : sample;
+  *has = true;
 }
 
-void ServerLoadGate::BlendWait(double sample_ms) {
-  if (has_wait_) {
-    Blend(&wait_ms_, sample_ms);
-  } else {
-    wait_ms_ = sample_ms;
-    has_wait_ = true;
-  }
-}
-
-void ServerLoadGate::ObserveOffload(absl::Time now, int64_t round_trip_us, int64_t server_queue_us,
-                                    const ServerLoadReport& load) {
-  (void)now;
+void ServerLoadGate::ObserveOffload(int64_t round_trip_us, int64_t server_queue_us, const ServerLoadReport& load) {
   const double rtt_ms = round_trip_us / 1000.0;
   const double queue_ms = std::clamp(server_queue_us / 1000.0, 0.0, rtt_ms);
   const double wait_sample = std::max(queue_ms, ReportedWaitMs(load));  // measured at least
   absl::MutexLock lock(&mu_);
-  if (has_base_) {
-    Blend(&base_ms_, rtt_ms - queue_ms);
-  } else {
-    base_ms_ = rtt_ms - queue_ms;
-    has_base_ = true;
-  }
-  BlendWait(wait_sample);
+  Blend(&base_ms_, &has_base_, rtt_ms - queue_ms);
+  Blend(&wait_ms_, &has_wait_, wait_sample);
   last_ = load;
 }
 
-void ServerLoadGate::ObserveReport(absl::Time now, const ServerLoadReport& load) {
-  (void)now;
+void ServerLoadGate::ObserveReport(const ServerLoadReport& load) {
   const double wait_sample = ReportedWaitMs(load);
   absl::MutexLock lock(&mu_);
-  if (wait_sample >= 0) BlendWait(wait_sample);
+  if (wait_sample >= 0) Blend(&wait_ms_, &has_wait_, wait_sample);
   last_ = load;
 }
 

@@ -78,9 +78,9 @@ class ServerLoadGate {
 
   // A successful offload: its round trip, the server's queue wait for it, and
   // the load the reply reported.
-  void ObserveOffload(absl::Time now, int64_t round_trip_us, int64_t server_queue_us, const ServerLoadReport& load);
+  void ObserveOffload(int64_t round_trip_us, int64_t server_queue_us, const ServerLoadReport& load);
   // The load a GetModelInfo answer reported.
-  void ObserveReport(absl::Time now, const ServerLoadReport& load);
+  void ObserveReport(const ServerLoadReport& load);
   // An offload that ran out of time (DEADLINE_EXCEEDED) after `waited`.
   void ObserveTimeout(absl::Duration waited);
   // An offload the server refused because its queue was full
@@ -93,11 +93,10 @@ class ServerLoadGate {
   // True while the last decision declined (the monitor refreshes the load then).
   bool declining() const;
   ServerLoadState state() const;
-  const ServerLoadOptions& options() const { return options_; }
 
  private:
-  void Blend(double* mean, double sample) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void BlendWait(double sample_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An exponentially weighted mean; the first sample sets it.
+  void Blend(double* mean, bool* has, double sample) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static double ReportedWaitMs(const ServerLoadReport& load);
 
   const ServerLoadOptions options_;
