@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, "build", "bin")
@@ -35,3 +36,30 @@ def start(binary, args, tmp, name, timeout_s=180, prefix=()):
         time.sleep(0.1)
     p.kill()
     raise SystemExit(f"{binary} did not become ready:\n" + open(logf.name).read())
+
+
+def run_client(device, images, extra=(), results=None):
+    """Runs eenn-client --json against `device` (host:port, plaintext) on
+    `images` with `extra` flags; returns its summary, or exits with its output."""
+    cmd = [os.path.join(BIN, "eenn-client"), "--plaintext", "--quiet", "--json", "--device=" + device]
+    if results:
+        cmd.append("--results=" + results)
+    cmd += list(extra) + [images]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        raise SystemExit(f"eenn-client failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
+
+
+def metric(port, series):
+    """The value of one exact series (name{labels}) on a daemon's /metrics, or
+    None when the daemon or the series is not there."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    return None

@@ -36,21 +36,14 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import BIN, ROOT, log, start  # noqa: E402
+from daemon_util import ROOT, log, metric, run_client, start  # noqa: E402
 BUNDLE = os.path.join(ROOT, "models", "cifar10-resnet18")
 
 
 def client(port, images, extra):
-    cmd = [os.path.join(BIN, "eenn-client"), "--plaintext", "--quiet", "--json",
-           f"--device=127.0.0.1:{port}"] + extra + [images]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    try:
-        return json.loads(out.stdout)
-    except json.JSONDecodeError:
-        raise SystemExit("eenn-client: " + out.stdout + out.stderr)
+    return run_client(f"127.0.0.1:{port}", images, extra)
 
 
 def both(fn_a, fn_b):
@@ -60,17 +53,6 @@ def both(fn_a, fn_b):
     res["a"] = fn_a()
     t.join()
     return res["a"], res["b"]
-
-
-def metric(port, name):
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
 
 
 def svg_plot(path, windows_a, windows_b, samples, duration):

@@ -40,17 +40,11 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import BIN, ROOT, log, start  # noqa: E402
+from daemon_util import BIN, ROOT, log, run_client, start  # noqa: E402
 
 
 def client(device, images, *extra):
-    cmd = [os.path.join(BIN, "eenn-client"), "--plaintext", "--quiet", "--json", "--device=" + device,
-           *extra, images]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    try:
-        return json.loads(r.stdout)
-    except ValueError:
-        raise SystemExit(f"eenn-client failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
+    return run_client(device, images, extra)
 
 
 def predict(rates, mean_ms, m2, workers, queue):

@@ -37,10 +37,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import BIN, ROOT, log, start  # noqa: E402
+from daemon_util import BIN, ROOT, log, metric, run_client, start  # noqa: E402
 
 
 def run_clients(ports, images, extra_for, tmp, tag):
@@ -49,13 +48,10 @@ def run_clients(ports, images, extra_for, tmp, tag):
 
     def one(i):
         results = os.path.join(tmp, f"{tag}-d{i}.jsonl")
-        cmd = [os.path.join(BIN, "eenn-client"), "--plaintext", "--quiet", "--json",
-               f"--device=127.0.0.1:{ports[i]}", f"--results={results}"] + extra_for(i) + [images]
-        p = subprocess.run(cmd, capture_output=True, text=True)
         try:
-            summary = json.loads(p.stdout)
-        except json.JSONDecodeError:
-            out[i] = "eenn-client " + " ".join(cmd) + ": " + p.stdout + p.stderr
+            summary = run_client(f"127.0.0.1:{ports[i]}", images, extra_for(i), results)
+        except SystemExit as e:  # reported by the caller, not lost in this thread
+            out[i] = str(e)
             return
         lines = []
         with open(results) as f:
@@ -73,15 +69,6 @@ def run_clients(ports, images, extra_for, tmp, tag):
         if not isinstance(r, tuple):
             raise SystemExit(r)
     return out
-
-
-def metric(port, name):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def percentile(sorted_values, q):
@@ -244,7 +231,7 @@ def main():
                                f"--limit={a.limit}", "--window_s=1"],
                     tmp, f"r{rep}-{mode}")
                 s = summarize(res, a.deadline_ms)
-                s["busy_declines"] = sum(metric(r["metrics_port"], 'eenn_device_fallbacks_total{reason="busy"}')
+                s["busy_declines"] = sum(metric(r["metrics_port"], 'eenn_device_fallbacks_total{reason="busy"}') or 0
                                          for _, r in ds)
                 runs[mode].append(s)
                 log(f"rep {rep} {mode:5s}: p99 {s['p99_ms']:.1f} ms, miss ratio {s['miss_ratio']:.4f}, "
