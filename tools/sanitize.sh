@@ -70,10 +70,25 @@ if [ "$kind" = thread ]; then
 fi
 
 supp="$PWD/tests/sanitizers"
-export ASAN_OPTIONS="halt_on_error=1:abort_on_error=0:exitcode=86:detect_leaks=1:detect_odr_violation=0:suppressions=$supp/asan.supp"
+# Every process (test binaries, and the daemons and clients they start) writes
+# its reports to files here, so a report in a daemon fails the run even when
+# the test that started it did not notice.
+reports="$PWD/$dir/sanitizer-reports"
+rm -rf "$reports" && mkdir -p "$reports"
+export ASAN_OPTIONS="halt_on_error=1:abort_on_error=0:exitcode=86:detect_leaks=1:detect_odr_violation=0:suppressions=$supp/asan.supp:log_path=$reports/asan"
 export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=86:suppressions=$supp/ubsan.supp"
-export TSAN_OPTIONS="halt_on_error=1:exitcode=86:second_deadlock_stack=1:suppressions=$supp/tsan.supp"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=86:suppressions=$supp/ubsan.supp:log_path=$reports/ubsan"
+export TSAN_OPTIONS="halt_on_error=1:exitcode=86:second_deadlock_stack=1:suppressions=$supp/tsan.supp:log_path=$reports/tsan"
 # Sanitized code runs several times slower: one test binary at a time per core,
 # longer timeouts.
-ctest --test-dir "$dir" --output-on-failure -j"${EENN_TEST_JOBS:-2}" --timeout 1800 "$@"
+status=0
+ctest --test-dir "$dir" --output-on-failure -j"${EENN_TEST_JOBS:-2}" --timeout 1800 "$@" || status=$?
+found=$(find "$reports" -type f | sort)
+if [ -n "$found" ]; then
+  echo "sanitizer reports ($(echo "$found" | wc -l) processes), in $reports:" >&2
+  for f in $found; do echo "== $f" >&2; head -80 "$f" >&2; done
+  status=1
+else
+  echo "no sanitizer report from any process"
+fi
+exit "$status"
