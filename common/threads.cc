@@ -32,6 +32,8 @@ absl::Status ConfigureThreads(const ThreadOptions& options) {
   return absl::OkStatus();
 }
 
+void InitComputeThread() { at::init_num_threads(); }
+
 void ConfigureAllocator() {
   // Large blocks come from the heap (no per-allocation mmap/munmap) and the
   // heap top is not trimmed after each free.

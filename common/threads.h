@@ -15,6 +15,16 @@ struct ThreadOptions {
 // FailedPrecondition when called again with other values.
 absl::Status ConfigureThreads(const ThreadOptions& options);
 
+// Applies the process's intra-op thread count (ConfigureThreads) to the
+// calling thread. OpenMP keeps that count per thread, and at::set_num_threads
+// sets it only for the thread that calls it: a thread that OpenMP did not
+// start (a std::thread worker) otherwise runs oneDNN's and OpenBLAS's parallel
+// regions on every core whatever --threads says, and two such daemons on one
+// machine spin against each other (measured: two eenn-device --threads=1 on 2
+// cores, 16 requests/s each instead of 440). Call first in every thread that
+// runs inference.
+void InitComputeThread();
+
 // Keeps freed tensor memory inside the process instead of returning it to the
 // kernel. glibc serves large blocks (activations, gradients) with mmap and
 // unmaps them on free, so every training step or forward re-faults its working

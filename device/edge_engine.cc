@@ -14,6 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/bundle.h"
 #include "common/status_macros.h"
+#include "common/threads.h"
 #include "device/metrics.h"
 
 namespace eenn::device {
@@ -273,6 +274,7 @@ class EdgeEngine::Impl {
   }
 
   void WorkerLoop() {
+    common::InitComputeThread();
     torch::InferenceMode guard;
     mu_.Lock();
     while (true) {

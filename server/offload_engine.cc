@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/bundle.h"
 #include "common/status_macros.h"
+#include "common/threads.h"
 #include "server/metrics.h"
 
 namespace eenn::server {
@@ -140,6 +141,7 @@ class OffloadEngine::Impl {
   }
 
   void ExecutorLoop() {
+    common::InitComputeThread();
     mu_.Lock();
     while (true) {
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stopping_; };
