@@ -42,7 +42,8 @@ ABSL_FLAG(bool, onednn, true,
 ABSL_FLAG(std::string, exits, "off",
           "Comma-separated; several alternate iteration by iteration. "
           "off: the full network, exits not evaluated; never: every exit evaluated, none fires "
-          "(the cost of the heads); bundle: the bundle's thresholds.");
+          "(the cost of the heads); bundle: the bundle's thresholds; bundle_never: the exits the bundle "
+          "evaluates (threshold >= 0), none firing (the cost of its heads as deployed).");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -108,14 +109,17 @@ int main(int argc, char** argv) {
     policy.thresholds.assign(net->num_exits(), -1.0f);  // negative: exit not evaluated
     if (mode == "never") {
       policy.thresholds.assign(net->num_exits(), 2.0f);  // confidences never exceed 1
-    } else if (mode == "bundle") {
+    } else if (mode == "bundle" || mode == "bundle_never") {
       if (absl::GetFlag(FLAGS_bundle).empty()) {
-        std::cerr << "--exits=bundle needs --bundle\n";
+        std::cerr << "--exits=" << mode << " needs --bundle\n";
         return 2;
       }
       policy = bundle_policy;
+      if (mode == "bundle_never") {
+        for (float& t : policy.thresholds) t = t < 0 ? t : 2.0f;  // active exits never fire
+      }
     } else if (mode != "off") {
-      std::cerr << "--exits entries must be off, never or bundle, got '" << mode << "'\n";
+      std::cerr << "--exits entries must be off, never, bundle or bundle_never, got '" << mode << "'\n";
       return 2;
     }
     policies.push_back(policy);

@@ -38,10 +38,11 @@ def start(binary, args, tmp, name, timeout_s=180, prefix=()):
     raise SystemExit(f"{binary} did not become ready:\n" + open(logf.name).read())
 
 
-def run_client(device, images, extra=(), results=None):
+def run_client(device, images, extra=(), results=None, prefix=()):
     """Runs eenn-client --json against `device` (host:port, plaintext) on
-    `images` with `extra` flags; returns its summary, or exits with its output."""
-    cmd = [os.path.join(BIN, "eenn-client"), "--plaintext", "--quiet", "--json", "--device=" + device]
+    `images` with `extra` flags (`prefix` before the binary, e.g. taskset);
+    returns its summary, or exits with its output."""
+    cmd = list(prefix) + [os.path.join(BIN, "eenn-client"), "--plaintext", "--quiet", "--json", "--device=" + device]
     if results:
         cmd.append("--results=" + results)
     cmd += list(extra) + [images]

@@ -2,16 +2,20 @@
 """Several devices, one offload server: load-blind against server-aware
 offloading (eenn-device --server_aware), side by side, paired repetitions.
 
-One eenn-server (LibTorch 1 thread, --server_max_batch, default 1) limited
-to --server_cpu_share of a core (a cgroup cpu quota) serves --devices
-eenn-device daemons (1 thread each): a server tier that saturates well before
-the devices do, as a shared server does when many devices use it. Every
-device splits early (--split, default 4: no device exit runs before it), so
-each request is offloaded unless the device declines to:
+The default setting is a server tier of finite capacity shared by several
+devices: the --devices eenn-device daemons (1 LibTorch thread each) and
+their clients share CPU --device_cpus (default 0); one eenn-server (1 thread,
+--server_max_batch, default 1) runs on CPU --server_cpus (default 1) limited
+to --server_cpu_share of it (0.3, a cgroup v1 cpu quota over the shortest
+period the kernel allows, so a throttled server stalls for milliseconds;
+needs root; 0: no limit). Every device splits
+early (--split, default 4: no device exit runs before it), so each request is
+offloaded unless the device declines to and finishes it itself:
 
   1. calibration: eenn-bench-server drives the server with split tensors from
      --devices x --workers callers; its throughput is the server tier's
-     capacity C (samples/s);
+     capacity C (samples/s). The devices, started without a server, are
+     driven closed loop; their total throughput is the edge tier's capacity L;
   2. each repetition runs both modes one after the other (their order
      alternates), fresh devices each time, on the same Poisson arrivals: every
      device gets --load_x * C / --devices requests per second for
@@ -19,6 +23,14 @@ each request is offloaded unless the device declines to:
   3. per run: the end-to-end latency percentiles over every arrival (a request
      refused or past its deadline counts as later than any), answered share,
      misses, decisions (server / device / fallback by reason) and accuracy.
+
+Load-blind devices offload everything: the server's queue grows until
+offloads time out; each timed-out offload held a device worker for up to half
+of its request's remaining time before the device finished it locally, and
+the requests behind it waited in the device's queue; a device that saw a
+timeout treats the server as down until its next probe. Server-aware devices
+offload only while the server's reported load says an answer fits the
+request's budget, and finish the rest locally at once.
 
 Prints a table of medians (--json: one JSON object) and, with --out, writes
 every client's summary and results there.
@@ -42,14 +54,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_util import BIN, ROOT, log, metric, run_client, start  # noqa: E402
 
 
-def run_clients(ports, images, extra_for, tmp, tag):
+def run_clients(ports, images, extra_for, tmp, tag, prefix=()):
     """One eenn-client per device at once; returns their summaries and result lines."""
     out = [None] * len(ports)
 
     def one(i):
         results = os.path.join(tmp, f"{tag}-d{i}.jsonl")
         try:
-            summary = run_client(f"127.0.0.1:{ports[i]}", images, extra_for(i), results)
+            summary = run_client(f"127.0.0.1:{ports[i]}", images, extra_for(i), results, prefix)
         except SystemExit as e:  # reported by the caller, not lost in this thread
             out[i] = str(e)
             return
@@ -125,13 +137,16 @@ def main():
     ap.add_argument("--workers", type=int, default=2, help="eenn-device --workers")
     ap.add_argument("--server_max_batch", type=int, default=1,
                     help="eenn-server --max_batch_size (1: a server tier that saturates before the devices do)")
-    ap.add_argument("--server_cpu_share", type=float, default=0.25,
+    ap.add_argument("--server_cpu_share", type=float, default=0.3,
                     help="CPU time the server may use, in cores (a cgroup v1 cpu quota; needs root; 0: no limit)")
-    ap.add_argument("--server_cpus", default="", help="taskset CPU list of the server ('' : any)")
-    ap.add_argument("--device_cpus", default="", help="taskset CPU list of the devices and clients ('' : any)")
+    ap.add_argument("--server_cpu_period_us", type=int, default=0,
+                    help="period of that quota (0: the shortest the kernel allows, a 1 ms quota, so that a "
+                         "throttled server stalls for a few milliseconds at most)")
+    ap.add_argument("--server_cpus", default="1", help="taskset CPU list of the server ('' : any)")
+    ap.add_argument("--device_cpus", default="0", help="taskset CPU list of the devices and clients ('' : any)")
     ap.add_argument("--deadline_ms", type=int, default=100)
     ap.add_argument("--duration_s", type=float, default=15)
-    ap.add_argument("--load_x", type=float, default=1.4, help="offered load over the server tier's capacity")
+    ap.add_argument("--load_x", type=float, default=1.5, help="offered load over the server tier's capacity")
     ap.add_argument("--rate", type=float, default=0, help="per-device arrival rate (skips calibration)")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--out", default="")
@@ -155,16 +170,19 @@ def main():
     server_pin = ["taskset", "-c", a.server_cpus] if a.server_cpus else []
     cgroup = None
     if a.server_cpu_share > 0:
-        # A cpu quota over a short period (10 ms), so a throttled server stalls
-        # for milliseconds, not tens of them.
+        # A cpu quota over a short period, so a throttled server stalls for a
+        # fraction of a millisecond, not tens of them.
         cgroup = f"/sys/fs/cgroup/cpu/eenn-server-aware-{os.getpid()}"
+        period = a.server_cpu_period_us or max(1000, math.ceil(1000 / a.server_cpu_share))
         try:
             os.makedirs(cgroup)
             with open(os.path.join(cgroup, "cpu.cfs_period_us"), "w") as f:
-                f.write("10000")
+                f.write(str(period))
             with open(os.path.join(cgroup, "cpu.cfs_quota_us"), "w") as f:
-                f.write(str(int(10000 * a.server_cpu_share)))
+                f.write(str(int(period * a.server_cpu_share)))
         except OSError as e:
+            if os.path.isdir(cgroup):
+                os.rmdir(cgroup)
             raise SystemExit(f"cannot limit the server's CPU with a cgroup ({e}): run as root, "
                              "or pass --server_cpu_share 0 (and --server_cpus/--device_cpus)")
         server_pin = ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh"] + server_pin
@@ -176,14 +194,14 @@ def main():
     server_addr = f"127.0.0.1:{sready['grpc_port']}"
     procs = []
 
-    def start_devices(aware, tag):
+    def start_devices(aware, tag, with_server=True):
         ds = []
         for i in range(a.devices):
+            server_flags = ["--server_plaintext", f"--server={server_addr}"] if with_server else []
             p, r = start("eenn-device", [f"--bundle={a.bundle}", "--listen=127.0.0.1:0",
-                                         "--metrics_address=127.0.0.1:0", "--plaintext", "--server_plaintext",
-                                         f"--server={server_addr}", f"--split={a.split}",
-                                         f"--encoding={a.encoding}", "--threads=1", f"--workers={a.workers}",
-                                         f"--server_aware={'true' if aware else 'false'}"],
+                                         "--metrics_address=127.0.0.1:0", "--plaintext"] + server_flags +
+                         [f"--split={a.split}", f"--encoding={a.encoding}", "--threads=1", f"--workers={a.workers}",
+                          f"--server_aware={'true' if aware else 'false'}"],
                          tmp, f"{tag}-device{i}", prefix=device_pin)
             procs.append(p)
             ds.append((p, r))
@@ -216,20 +234,32 @@ def main():
                 f"offering {a.load_x} x that: {rate:.1f} requests/s per device")
         else:
             capacity = None
+        # The edge tier's capacity: the devices alone (no server), closed loop,
+        # as many requests in flight as each has workers.
+        ds = start_devices(False, "edge-capacity", with_server=False)
+        ports = [r["grpc_port"] for _, r in ds]
+        run_clients(ports, images, lambda i: ["--concurrency=1", "--limit=20"], tmp, "edge-warm", device_pin)
+        res = run_clients(ports, images, lambda i: [f"--concurrency={a.workers}", "--duration_s=5"], tmp,
+                          "edge-capacity", device_pin)
+        edge_capacity = sum(s["answered"] / s["wall_s"] for s, _ in res)
+        stop(ds)
+        log(f"edge tier capacity {edge_capacity:.0f} samples/s ({a.devices} devices alone, closed loop); "
+            f"offered {rate * a.devices:.0f}/s in all")
         runs = {"blind": [], "aware": []}
         for rep in range(a.reps):
             order = ["blind", "aware"] if rep % 2 == 0 else ["aware", "blind"]
             for mode in order:
                 ds = start_devices(mode == "aware", f"r{rep}-{mode}")
                 ports = [r["grpc_port"] for _, r in ds]
-                run_clients(ports, images, lambda i: ["--concurrency=1", "--limit=20"], tmp, f"r{rep}-{mode}-warm")
+                run_clients(ports, images, lambda i: ["--concurrency=1", "--limit=20"], tmp, f"r{rep}-{mode}-warm",
+                            device_pin)
                 time.sleep(1)
                 res = run_clients(
                     ports, images,
                     lambda i: [f"--arrivals=poisson:{rate:.3f}", f"--duration_s={a.duration_s}",
                                f"--deadline_ms={a.deadline_ms}", f"--seed={100 + i + 10 * rep}",
                                f"--limit={a.limit}", "--window_s=1"],
-                    tmp, f"r{rep}-{mode}")
+                    tmp, f"r{rep}-{mode}", device_pin)
                 s = summarize(res, a.deadline_ms)
                 s["busy_declines"] = sum(metric(r["metrics_port"], 'eenn_device_fallbacks_total{reason="busy"}') or 0
                                          for _, r in ds)
@@ -255,7 +285,7 @@ def main():
         "devices": a.devices, "split": a.split, "encoding": a.encoding, "deadline_ms": a.deadline_ms,
         "duration_s": a.duration_s, "server_cpu_share": a.server_cpu_share, "server_cpus": a.server_cpus,
         "device_cpus": a.device_cpus, "server_max_batch": a.server_max_batch,
-        "capacity_samples_per_s": capacity, "load_x": a.load_x if capacity else None,
+        "capacity_samples_per_s": capacity, "edge_capacity_samples_per_s": edge_capacity, "load_x": a.load_x if capacity else None,
         "rate_per_device": rate, "reps": a.reps, "runs": runs,
         "median": {m: {k: med(m, k) for k in ("p50_ms", "p99_ms", "answered_p99_ms", "miss_ratio", "accuracy",
                                               "busy_declines")} for m in runs},
@@ -266,6 +296,7 @@ def main():
         print(f"{a.devices} devices (split {a.split}, {a.encoding}), one eenn-server ({where}); "
               f"Poisson {rate:.1f}/s per device"
               + (f" = {a.load_x} x the server tier's capacity ({capacity:.0f}/s)" if capacity else "")
+              + f"; the devices alone serve {edge_capacity:.0f}/s"
               + f"; deadline {a.deadline_ms} ms; {a.duration_s:g} s; medians of {a.reps} paired runs")
         print("| offloading | p50 (ms) | p99 (ms) | p99 of answered (ms) | past deadline | accuracy | busy declines |")
         print("|---|---|---|---|---|---|---|")
