@@ -1,6 +1,7 @@
 """Starting the eenn daemons from benchmark scripts: a binary from build/bin with
 a ready file, waited for until it reports its ports."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -36,6 +37,33 @@ def start(binary, args, tmp, name, timeout_s=180, prefix=()):
         time.sleep(0.1)
     p.kill()
     raise SystemExit(f"{binary} did not become ready:\n" + open(logf.name).read())
+
+
+class CpuQuota:
+    """A cgroup v1 cpu cgroup that limits its processes to `share` of a core,
+    over the shortest period the kernel allows (a 1 ms quota) unless
+    `period_us` is given, so that a throttled process stalls for milliseconds
+    at most. `prefix` starts a command inside it (for start()); remove() when
+    done. Needs root and /sys/fs/cgroup/cpu."""
+
+    def __init__(self, share, name, period_us=0):
+        self.path = f"/sys/fs/cgroup/cpu/{name}-{os.getpid()}"
+        period = period_us or max(1000, math.ceil(1000 / share))
+        try:
+            os.makedirs(self.path)
+            with open(os.path.join(self.path, "cpu.cfs_period_us"), "w") as f:
+                f.write(str(period))
+            with open(os.path.join(self.path, "cpu.cfs_quota_us"), "w") as f:
+                f.write(str(int(period * share)))
+        except OSError as e:
+            self.remove()
+            raise SystemExit(f"cannot limit CPU time with a cgroup at {self.path} ({e}): run as root "
+                             "on a machine with cgroup v1's cpu controller, or do without the limit")
+        self.prefix = ["sh", "-c", f'echo $$ > {self.path}/cgroup.procs && exec "$@"', "sh"]
+
+    def remove(self):
+        if os.path.isdir(self.path):
+            os.rmdir(self.path)
 
 
 def run_client(device, images, extra=(), results=None, prefix=()):

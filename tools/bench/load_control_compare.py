@@ -26,6 +26,7 @@ window loss ratio and accuracy of both, and the configuration in use).
 
     tools/bench/load_control_compare.py
     tools/bench/load_control_compare.py --cycles 6 --burst_x 2 --out /tmp/ceed
+    tools/bench/load_control_compare.py --device_cpu_share 0.2   # slower devices (cgroup quota, root)
 """
 import argparse
 import json
@@ -38,7 +39,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import ROOT, log, metric, run_client, start  # noqa: E402
+from daemon_util import ROOT, CpuQuota, log, metric, run_client, start  # noqa: E402
 BUNDLE = os.path.join(ROOT, "models", "cifar10-resnet18")
 
 
@@ -107,6 +108,9 @@ def main():
     ap.add_argument("--window_s", type=float, default=1)
     ap.add_argument("--server", action="store_true", help="offload to an eenn-server (both devices)")
     ap.add_argument("--out", default="", help="keep the trace, CSVs and plot here")
+    ap.add_argument("--device_cpu_share", type=float, default=0,
+                    help="limit each device to this share of a core (a cgroup v1 cpu quota, needs root; "
+                         "0: no limit): a slower device, whose service time dwarfs the clients' own work")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -121,8 +125,14 @@ def main():
         os.makedirs(os.path.join(images, cls))
         for f in sorted(os.listdir(src))[:a.per_class]:
             shutil.copy(os.path.join(src, f), os.path.join(images, cls, f))
-    procs = []
+    procs, quotas = [], []
     try:
+        def device_prefix(name):
+            if a.device_cpu_share <= 0:
+                return []
+            quotas.append(CpuQuota(a.device_cpu_share, f"eenn-ceed-{name}"))
+            return quotas[-1].prefix
+
         common = [f"--bundle={BUNDLE}", "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0", "--plaintext",
                   "--threads=1", f"--workers={a.workers}", f"--queue_capacity={a.queue_capacity}"]
         if a.server:
@@ -130,11 +140,11 @@ def main():
                                            "--plaintext", "--threads=1"], tmp, "server")
             procs.append(p)
             common += [f"--server=127.0.0.1:{srv['grpc_port']}", "--server_plaintext"]
-        p, fixed = start("eenn-device", common, tmp, "fixed")
+        p, fixed = start("eenn-device", common, tmp, "fixed", prefix=device_prefix("fixed"))
         procs.append(p)
         p, adaptive = start("eenn-device", common + [f"--loss_target={a.loss_target}",
                                                      f"--control_interval_ms={a.control_interval_ms}"],
-                            tmp, "adaptive")
+                            tmp, "adaptive", prefix=device_prefix("adaptive"))
         procs.append(p)
         for _ in range(2):
             wa, _ = both(lambda: client(fixed["grpc_port"], images, [f"--concurrency={a.workers + 2}"]),
@@ -183,7 +193,7 @@ def main():
         aa, ab = ra["totals"]["accuracy"], rb["totals"]["accuracy"]
         summary = {
             "capacity_rps": capacity, "service_ms_per_worker": service_ms, "arrivals": ra["arrivals"],
-            "load_avg_1m": os.getloadavg()[0],
+            "load_avg_1m": os.getloadavg()[0], "device_cpu_share": a.device_cpu_share,
             "fixed": {"loss_ratio": la, "accuracy": aa, "rejected": ra["rejected"], "answered": ra["answered"]},
             "adaptive": {"loss_ratio": lb, "accuracy": ab, "rejected": rb["rejected"], "answered": rb["answered"],
                          "config_changes": changes},
@@ -210,6 +220,9 @@ def main():
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
+        for q in quotas:
+            q.remove()
         if not a.out:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

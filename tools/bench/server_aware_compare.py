@@ -51,7 +51,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import BIN, ROOT, log, metric, run_client, start  # noqa: E402
+from daemon_util import BIN, ROOT, CpuQuota, log, metric, run_client, start  # noqa: E402
 
 
 def run_clients(ports, images, extra_for, tmp, tag, prefix=()):
@@ -168,24 +168,10 @@ def main():
             os.symlink(os.path.join(a.images, label, f), os.path.join(images, label, f))
 
     server_pin = ["taskset", "-c", a.server_cpus] if a.server_cpus else []
-    cgroup = None
+    quota = None
     if a.server_cpu_share > 0:
-        # A cpu quota over a short period, so a throttled server stalls for a
-        # fraction of a millisecond, not tens of them.
-        cgroup = f"/sys/fs/cgroup/cpu/eenn-server-aware-{os.getpid()}"
-        period = a.server_cpu_period_us or max(1000, math.ceil(1000 / a.server_cpu_share))
-        try:
-            os.makedirs(cgroup)
-            with open(os.path.join(cgroup, "cpu.cfs_period_us"), "w") as f:
-                f.write(str(period))
-            with open(os.path.join(cgroup, "cpu.cfs_quota_us"), "w") as f:
-                f.write(str(int(period * a.server_cpu_share)))
-        except OSError as e:
-            if os.path.isdir(cgroup):
-                os.rmdir(cgroup)
-            raise SystemExit(f"cannot limit the server's CPU with a cgroup ({e}): run as root, "
-                             "or pass --server_cpu_share 0 (and --server_cpus/--device_cpus)")
-        server_pin = ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh"] + server_pin
+        quota = CpuQuota(a.server_cpu_share, "eenn-server-aware", a.server_cpu_period_us)
+        server_pin = quota.prefix + server_pin
     device_pin = ["taskset", "-c", a.device_cpus] if a.device_cpus else []
     server, sready = start("eenn-server", [f"--bundle={a.bundle}", "--listen=127.0.0.1:0",
                                            "--metrics_address=127.0.0.1:0", "--plaintext", "--threads=1",
@@ -274,8 +260,8 @@ def main():
                 p.kill()
         server.terminate()
         server.wait(timeout=60)
-        if cgroup:
-            os.rmdir(cgroup)
+        if quota:
+            quota.remove()
 
     def med(mode, key):
         vals = [r[key] for r in runs[mode] if r[key] is not None]
