@@ -21,8 +21,8 @@ absl::Status ConfigureThreads(const ThreadOptions& options);
 // start (a std::thread worker) otherwise runs oneDNN's and OpenBLAS's parallel
 // regions on every core whatever --threads says, and two such daemons on one
 // machine spin against each other (measured: two eenn-device --threads=1 on 2
-// cores, 16 requests/s each instead of 440). Call first in every thread that
-// runs inference.
+// cores, 16 requests/s each instead of about 600; tools/bench/colocated_devices.py).
+// Call first in every thread that runs inference.
 void InitComputeThread();
 
 // Keeps freed tensor memory inside the process instead of returning it to the

@@ -13,10 +13,9 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import ROOT, run_client, start  # noqa: E402
+from daemon_util import ROOT, in_parallel, run_client, start, stop_all  # noqa: E402
 
 
 def main():
@@ -39,27 +38,16 @@ def main():
                                          "--plaintext", f"--threads={a.threads}", f"--workers={a.workers}"], tmp, f"d{i}")
             procs.append(p)
             ports.append(r["grpc_port"])
-        res = [None] * a.devices
-
-        def go(i):
-            res[i] = run_client(f"127.0.0.1:{ports[i]}", a.images, [f"--concurrency={a.concurrency}", f"--limit={a.limit}"])
-
+        extra = [f"--concurrency={a.concurrency}", f"--limit={a.limit}"]
         for _ in range(a.rounds):
-            ts = [threading.Thread(target=go, args=(i,)) for i in range(a.devices)]
-            for t in ts:
-                t.start()
-            for t in ts:
-                t.join()
+            res = in_parallel([lambda port=port: run_client(f"127.0.0.1:{port}", a.images, extra) for port in ports])
         print(f"{a.devices} devices (--threads={a.threads} --workers={a.workers}), {a.concurrency} in flight each, "
               f"{a.limit} images:")
         for i, r in enumerate(res):
             print(f"  device {i}: {r['throughput_rps']:.1f} requests/s, service p50 {r['device_service_ms']['p50']:.2f} ms, "
                   f"{r['answered']} answered")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=60)
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -37,6 +38,42 @@ def start(binary, args, tmp, name, timeout_s=180, prefix=()):
         time.sleep(0.1)
     p.kill()
     raise SystemExit(f"{binary} did not become ready:\n" + open(logf.name).read())
+
+
+def stop_all(procs, timeout_s=60):
+    """SIGTERM to every process, then waits for each; one still running after
+    `timeout_s` is killed."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def in_parallel(fns):
+    """Calls every function at once, each on its own thread; returns their
+    results in order. A SystemExit on a thread (a failed client) is raised
+    here, not lost with the thread."""
+    out, errors = [None] * len(fns), []
+
+    def one(i):
+        try:
+            out[i] = fns[i]()
+        except SystemExit as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(errors[0])
+    return out
 
 
 class CpuQuota:

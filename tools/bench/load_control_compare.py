@@ -32,28 +32,19 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import ROOT, CpuQuota, log, metric, run_client, start  # noqa: E402
+from daemon_util import ROOT, CpuQuota, in_parallel, log, metric, run_client, start, stop_all  # noqa: E402
 BUNDLE = os.path.join(ROOT, "models", "cifar10-resnet18")
 
 
 def client(port, images, extra):
     return run_client(f"127.0.0.1:{port}", images, extra)
 
-
-def both(fn_a, fn_b):
-    res = {}
-    t = threading.Thread(target=lambda: res.__setitem__("b", fn_b()))
-    t.start()
-    res["a"] = fn_a()
-    t.join()
-    return res["a"], res["b"]
 
 
 def svg_plot(path, windows_a, windows_b, samples, duration):
@@ -147,8 +138,8 @@ def main():
                             tmp, "adaptive", prefix=device_prefix("adaptive"))
         procs.append(p)
         for _ in range(2):
-            wa, _ = both(lambda: client(fixed["grpc_port"], images, [f"--concurrency={a.workers + 2}"]),
-                         lambda: client(adaptive["grpc_port"], images, [f"--concurrency={a.workers + 2}"]))
+            wa, _ = in_parallel([lambda: client(fixed["grpc_port"], images, [f"--concurrency={a.workers + 2}"]),
+                                 lambda: client(adaptive["grpc_port"], images, [f"--concurrency={a.workers + 2}"])])
         capacity = wa["throughput_rps"]
         service_ms = a.workers * 1000.0 / capacity
         trace = os.path.join(out_dir, "trace.csv")
@@ -179,10 +170,10 @@ def main():
         sampler = threading.Thread(target=sample)
         sampler.start()
         flags = [f"--arrivals=trace:{trace}", f"--window_s={a.window_s}", "--deadline_ms=60000"]
-        ra, rb = both(lambda: client(fixed["grpc_port"], images,
-                                     flags + ["--windows_csv=" + os.path.join(out_dir, "fixed_windows.csv")]),
-                      lambda: client(adaptive["grpc_port"], images,
-                                     flags + ["--windows_csv=" + os.path.join(out_dir, "adaptive_windows.csv")]))
+        ra, rb = in_parallel([lambda: client(fixed["grpc_port"], images,
+                                             flags + ["--windows_csv=" + os.path.join(out_dir, "fixed_windows.csv")]),
+                              lambda: client(adaptive["grpc_port"], images,
+                                             flags + ["--windows_csv=" + os.path.join(out_dir, "adaptive_windows.csv")])])
         stop.set()
         sampler.join()
         changes = metric(adaptive["metrics_port"], "eenn_device_exit_config_changes_total")
@@ -213,14 +204,7 @@ def main():
             print(f"loss ratio {'/ %.1f' % red if red else 'to 0'}, accuracy cost "
                   f"{summary['accuracy_cost_points']:.2f} points; files in {out_dir}")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(procs, timeout_s=20)
         for q in quotas:
             q.remove()
         if not a.out:

@@ -47,40 +47,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import BIN, ROOT, CpuQuota, log, metric, run_client, start  # noqa: E402
+from daemon_util import BIN, ROOT, CpuQuota, in_parallel, log, metric, run_client, start, stop_all  # noqa: E402
 
 
 def run_clients(ports, images, extra_for, tmp, tag, prefix=()):
     """One eenn-client per device at once; returns their summaries and result lines."""
-    out = [None] * len(ports)
-
     def one(i):
         results = os.path.join(tmp, f"{tag}-d{i}.jsonl")
-        try:
-            summary = run_client(f"127.0.0.1:{ports[i]}", images, extra_for(i), results, prefix)
-        except SystemExit as e:  # reported by the caller, not lost in this thread
-            out[i] = str(e)
-            return
-        lines = []
+        summary = run_client(f"127.0.0.1:{ports[i]}", images, extra_for(i), results, prefix)
         with open(results) as f:
-            for line in f:
-                if line.startswith("{"):
-                    lines.append(json.loads(line))
-        out[i] = (summary, lines)
+            return summary, [json.loads(line) for line in f if line.startswith("{")]
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(ports))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for r in out:
-        if not isinstance(r, tuple):
-            raise SystemExit(r)
-    return out
+    return in_parallel([lambda i=i: one(i) for i in range(len(ports))])
 
 
 def percentile(sorted_values, q):
@@ -194,10 +175,7 @@ def main():
         return ds
 
     def stop(ds):
-        for p, _ in ds:
-            p.terminate()
-        for p, _ in ds:
-            p.wait(timeout=60)
+        stop_all([p for p, _ in ds])
 
     where = (f"server limited to {a.server_cpu_share:g} core" if a.server_cpu_share > 0 else "server unlimited") + \
         (f", on CPUs {a.server_cpus}" if a.server_cpus else "") + \
@@ -258,8 +236,7 @@ def main():
         for p in procs:
             if p.poll() is None:
                 p.kill()
-        server.terminate()
-        server.wait(timeout=60)
+        stop_all([server])
         if quota:
             quota.remove()
 
