@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -73,7 +74,33 @@ class EdgeEngine::Impl {
     std::vector<int64_t> shape = model_.input_shape;
     shape.insert(shape.begin(), 1);
     auto r = bundle_.model->Run(torch::zeros(shape), 0, model_.num_layers, bundle_.policy);
-    return r.status();
+    if (!r.ok()) return r.status();
+    if (client_ && options_.server_load.enabled) SeedLocalEstimate(shape);
+    return absl::OkStatus();
+  }
+
+  // The server-aware gate compares the server's expected answer with the
+  // device finishing a request itself: seed that from the split layer on
+  // (the bundle's exits evaluated, none firing: every layer runs), the
+  // median of a few passes; local finishes replace it as they come.
+  void SeedLocalEstimate(const std::vector<int64_t>& shape) {
+    const int split = split_.load();
+    if (split >= model_.num_layers) return;
+    common::ExitPolicy never = bundle_.policy;
+    for (float& t : never.thresholds) {
+      if (t >= 0) t = 2.0f;  // confidences never exceed 1
+    }
+    auto head = bundle_.model->Run(torch::randn(shape), 0, split, never);
+    if (!head.ok() || head->decided[0]) return;
+    const torch::Tensor pending = head->pending_input.contiguous();
+    std::vector<int64_t> us;
+    for (int i = 0; i < 5; ++i) {
+      const absl::Time t0 = absl::Now();
+      if (!bundle_.model->Run(pending, split, model_.num_layers, never).ok()) return;
+      us.push_back(Micros(absl::Now() - t0));
+    }
+    std::sort(us.begin(), us.end());
+    gate_.ObserveLocal(split, us[us.size() / 2]);
   }
 
   void Start() {
@@ -406,7 +433,7 @@ class EdgeEngine::Impl {
         timeout = std::min(timeout, (item.input.deadline - absl::Now()) / 2);
       }
       OffloadVerdict verdict;
-      if (client_ && server.available) verdict = gate_.Decide(timeout);
+      if (client_ && server.available) verdict = gate_.Decide(timeout, split);
       if (!client_) {
         offload_error = absl::UnavailableError("no offload server configured");
       } else if (!server.available) {
@@ -485,6 +512,7 @@ class EdgeEngine::Impl {
                             bundle_.model->Run(pending, split, model_.num_layers, policy));
       const absl::Time t7 = absl::Now();
       out.timings.fallback_us = Micros(t7 - t6);
+      gate_.ObserveLocal(split, out.timings.fallback_us);
       out.decided = Decision::kFallback;
       out.fallback_reason = offload_error.ToString();
       if (metrics_) {

@@ -73,6 +73,10 @@ ABSL_FLAG(int, server_load_refresh_ms, 50,
           "Server-aware offloading: while declining a busy server, how often its load is asked for.");
 ABSL_FLAG(double, server_headroom, 0.8,
           "Server-aware offloading: offload when the expected round trip is at most this share of the budget.");
+ABSL_FLAG(double, server_local_factor, 1.0,
+          "Server-aware offloading: while the server's queue holds requests, offload only when its expected "
+          "answer comes within this factor of the time the device takes to finish the request itself "
+          "(0: no such comparison).");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9092",
           "Prometheus /metrics address (port 0 picks one; empty disables).");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads (0 = all cores).");
@@ -146,6 +150,10 @@ int main(int argc, char** argv) {
   opts.probe_interval = absl::Milliseconds(absl::GetFlag(FLAGS_probe_interval_ms));
   opts.server_load.enabled = absl::GetFlag(FLAGS_server_aware);
   opts.server_load.headroom = absl::GetFlag(FLAGS_server_headroom);
+  opts.server_load.local_factor = absl::GetFlag(FLAGS_server_local_factor);
+  if (!(opts.server_load.local_factor >= 0)) {
+    return Fail(absl::InvalidArgumentError("--server_local_factor must be >= 0"));
+  }
   opts.server_load.refresh_interval = absl::Milliseconds(absl::GetFlag(FLAGS_server_load_refresh_ms));
   if (opts.server_load.refresh_interval <= absl::ZeroDuration()) {
     return Fail(absl::InvalidArgumentError("--server_load_refresh_ms must be > 0"));

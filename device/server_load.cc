@@ -53,16 +53,37 @@ void ServerLoadGate::ObserveOverloaded() {
   if (last_.queue_capacity <= 0) last_.queue_capacity = last_.queue_depth;
 }
 
-OffloadVerdict ServerLoadGate::Decide(absl::Duration budget) {
+void ServerLoadGate::ObserveLocal(int split, int64_t us) {
+  if (split < 0 || split > 4096 || us < 0) return;
+  absl::MutexLock lock(&mu_);
+  if (static_cast<size_t>(split) >= local_ms_.size()) local_ms_.resize(split + 1, 0.0);
+  double& m = local_ms_[split];
+  const double sample = us / 1000.0;
+  m = m > 0 ? (1 - options_.smoothing) * m + options_.smoothing * sample : std::max(sample, 1e-6);
+}
+
+double ServerLoadGate::LocalMs(int split) const {
+  absl::MutexLock lock(&mu_);
+  return split >= 0 && static_cast<size_t>(split) < local_ms_.size() ? local_ms_[split] : 0.0;
+}
+
+OffloadVerdict ServerLoadGate::Decide(absl::Duration budget, int split) {
   OffloadVerdict v;
   absl::MutexLock lock(&mu_);
   v.expected_ms = (has_base_ ? base_ms_ : 0.0) + (has_wait_ ? wait_ms_ : 0.0);
+  if (split >= 0 && static_cast<size_t>(split) < local_ms_.size()) v.local_ms = local_ms_[split];
   if (!options_.enabled) return v;
   const double budget_ms = absl::ToDoubleMilliseconds(budget);
   const double allowed_ms = options_.headroom * budget_ms;
   const bool queue_full = last_.queue_capacity > 0 && last_.queue_depth >= options_.max_queue_fill * last_.queue_capacity;
   const bool too_slow = v.expected_ms > allowed_ms;
-  if (!queue_full && !too_slow) {
+  // Declined for the server's queue only: a round trip that is longer than
+  // the local finish even without queueing (a slow link, a slower server)
+  // is the split planner's to weigh, and offloads keep it measured.
+  const double local_bound = options_.local_factor * v.local_ms;
+  const bool local_faster = options_.local_factor > 0 && v.local_ms > 0 &&
+                            (has_base_ ? base_ms_ : 0.0) <= local_bound && v.expected_ms > local_bound;
+  if (!queue_full && !too_slow && !local_faster) {
     declining_ = false;
     return v;
   }
@@ -70,10 +91,17 @@ OffloadVerdict ServerLoadGate::Decide(absl::Duration budget) {
   declining_ = true;
   ++declined_;
   v.offload = false;
-  v.reason = queue_full ? absl::StrFormat("server busy: its queue holds %d of %d requests", last_.queue_depth,
-                                          last_.queue_capacity)
-                        : absl::StrFormat("server busy: expected answer in %.1f ms, budget %.1f ms (x%.2f headroom)",
-                                          v.expected_ms, budget_ms, options_.headroom);
+  if (queue_full) {
+    v.reason = absl::StrFormat("server busy: its queue holds %d of %d requests", last_.queue_depth,
+                               last_.queue_capacity);
+  } else if (too_slow) {
+    v.reason = absl::StrFormat("server busy: expected answer in %.1f ms, budget %.1f ms (x%.2f headroom)",
+                               v.expected_ms, budget_ms, options_.headroom);
+  } else {
+    ++declined_local_;
+    v.reason = absl::StrFormat("server busy: expected answer in %.1f ms, finishing here takes %.1f ms",
+                               v.expected_ms, v.local_ms);
+  }
   return v;
 }
 
@@ -93,6 +121,7 @@ ServerLoadState ServerLoadGate::state() const {
   s.queue_capacity = last_.queue_capacity;
   s.service_rate = last_.service_rate;
   s.declined = declined_;
+  s.declined_local_faster = declined_local_;
   return s;
 }
 

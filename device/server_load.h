@@ -10,7 +10,18 @@
 // recent service rate, in every ResumeReply and in GetModelInfo) and from what
 // the device measured (round trips and the server's queue wait in recent
 // replies), and declines to offload when the prediction does not fit the
-// budget the request would get or when the server's queue is nearly full.
+// budget the request would get, when the server's queue is nearly full, or
+// when finishing the request on the device is expected to be quicker than the
+// server's answer.
+//
+// That last comparison is what keeps a shared server from becoming every
+// device's queue: an offload holds the device's worker for the whole round
+// trip, so a device that offloads while the server's queue is long serves
+// fewer requests per second than one that finishes them itself, and the
+// requests behind it wait. With it, each device sends the server only what
+// the server answers sooner than the device would, the server's queue stays
+// near the devices' own remainder time, and the rest is finished locally
+// at once.
 //
 // While it declines, no request waits to find out whether the server has
 // recovered: the device's monitor asks for the server's load (GetModelInfo)
@@ -25,6 +36,10 @@
 //           for a queue whose service rate is not known yet); an offload that
 //           ran out of time raises it to at least the time it waited
 //   expected round trip = base + wait
+//   local = time the device took to finish a request itself from the split
+//           (the layers after it), per split: measured on every local
+//           finish, seeded by a warm-up measurement; unknown for a split
+//           never finished locally (no comparison then)
 //
 // Thread-safety: all methods may be called from any thread.
 #ifndef EENN_DEVICE_SERVER_LOAD_H_
@@ -32,6 +47,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -42,6 +58,9 @@ struct ServerLoadOptions {
   bool enabled = true;             // false: offload whenever the server is up (load-blind)
   double headroom = 0.8;           // offload when expected round trip <= headroom x budget
   double max_queue_fill = 0.9;     // ... and the server's queue is below this share of its capacity
+  // ... and the expected round trip <= local_factor x the expected local
+  // finish (0: no comparison; offload whenever the budget allows).
+  double local_factor = 1.0;
   double smoothing = 0.3;          // weight of the newest observation in the estimates
   // While declining, how often the device's monitor asks for the server's load.
   absl::Duration refresh_interval = absl::Milliseconds(50);
@@ -58,6 +77,7 @@ struct OffloadVerdict {
   bool offload = true;
   bool started_declining = false;  // this decision is the first decline after offloading
   double expected_ms = 0;      // expected round trip (0 until the first observation)
+  double local_ms = 0;         // expected local finish from the split (0: unknown)
   std::string reason;          // why not, when !offload
 };
 
@@ -70,6 +90,7 @@ struct ServerLoadState {
   int queue_capacity = 0;
   double service_rate = 0;
   int64_t declined = 0;        // requests finished locally because of the server's load
+  int64_t declined_local_faster = 0;  // ... of them because the device was expected to be quicker
 };
 
 class ServerLoadGate {
@@ -87,8 +108,14 @@ class ServerLoadGate {
   // (RESOURCE_EXHAUSTED): counts as a full queue until the next report.
   void ObserveOverloaded();
 
-  // Whether to offload a request that may wait `budget` for the answer.
-  OffloadVerdict Decide(absl::Duration budget);
+  // A request the device finished itself from layer `split` in `us`.
+  void ObserveLocal(int split, int64_t us);
+
+  // Whether to offload a request split at `split` (-1: no local comparison)
+  // that may wait `budget` for the answer.
+  OffloadVerdict Decide(absl::Duration budget, int split = -1);
+  // The expected local finish from `split` (0 when unknown).
+  double LocalMs(int split) const;
 
   // True while the last decision declined (the monitor refreshes the load then).
   bool declining() const;
@@ -108,6 +135,8 @@ class ServerLoadGate {
   ServerLoadReport last_ ABSL_GUARDED_BY(mu_);
   bool declining_ ABSL_GUARDED_BY(mu_) = false;
   int64_t declined_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t declined_local_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<double> local_ms_ ABSL_GUARDED_BY(mu_);  // per split; 0: not measured
 };
 
 }  // namespace eenn::device
