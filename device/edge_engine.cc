@@ -261,6 +261,8 @@ class EdgeEngine::Impl {
     if (!metrics_) return;
     const ServerLoadState s = gate_.state();
     metrics_->server_expected_rtt->Set(s.expected_ms / 1000.0);
+    metrics_->server_base_rtt->Set(s.base_ms / 1000.0);
+    metrics_->local_finish->Set(gate_.LocalMs(split_.load()) / 1000.0);
     metrics_->server_queue_fill->Set(s.queue_capacity > 0 ? static_cast<double>(s.queue_depth) / s.queue_capacity
                                                           : 0.0);
   }
@@ -513,6 +515,7 @@ class EdgeEngine::Impl {
       const absl::Time t7 = absl::Now();
       out.timings.fallback_us = Micros(t7 - t6);
       gate_.ObserveLocal(split, out.timings.fallback_us);
+      PublishLoad();
       out.decided = Decision::kFallback;
       out.fallback_reason = offload_error.ToString();
       if (metrics_) {

@@ -75,6 +75,10 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
   };
   server_expected_rtt = gauge("eenn_device_server_expected_rtt_seconds",
                               "Server-aware offloading: expected offload round trip from the server's load");
+  server_base_rtt = gauge("eenn_device_server_base_rtt_seconds",
+                          "Server-aware offloading: the expected round trip without the server's queue wait");
+  local_finish = gauge("eenn_device_local_finish_seconds",
+                       "Server-aware offloading: expected time to finish a request on the device from the split");
   server_queue_fill = gauge("eenn_device_server_queue_fill",
                             "The offload server's reported queue depth over its capacity");
   link_bandwidth = gauge("eenn_device_link_bandwidth_bytes_per_second",

@@ -46,6 +46,8 @@ class DeviceMetrics {
   prometheus::Gauge* split_layer;
   prometheus::Gauge* server_available;
   prometheus::Gauge* server_expected_rtt;  // seconds: the expected offload round trip (server-aware offloading)
+  prometheus::Gauge* server_base_rtt;      // seconds: ... of it, everything but the server's queue
+  prometheus::Gauge* local_finish;         // seconds: the expected local finish from the split
   prometheus::Gauge* server_queue_fill;    // the server's reported queue depth / capacity
   prometheus::Gauge* link_bandwidth;  // bytes per second
   prometheus::Gauge* link_rtt;        // seconds

@@ -67,7 +67,7 @@ double ServerLoadGate::LocalMs(int split) const {
   return split >= 0 && static_cast<size_t>(split) < local_ms_.size() ? local_ms_[split] : 0.0;
 }
 
-OffloadVerdict ServerLoadGate::Decide(absl::Duration budget, int split) {
+OffloadVerdict ServerLoadGate::Decide(absl::Duration budget, int split, absl::Time now) {
   OffloadVerdict v;
   absl::MutexLock lock(&mu_);
   v.expected_ms = (has_base_ ? base_ms_ : 0.0) + (has_wait_ ? wait_ms_ : 0.0);
@@ -77,14 +77,18 @@ OffloadVerdict ServerLoadGate::Decide(absl::Duration budget, int split) {
   const double allowed_ms = options_.headroom * budget_ms;
   const bool queue_full = last_.queue_capacity > 0 && last_.queue_depth >= options_.max_queue_fill * last_.queue_capacity;
   const bool too_slow = v.expected_ms > allowed_ms;
-  // Declined for the server's queue only: a round trip that is longer than
-  // the local finish even without queueing (a slow link, a slower server)
-  // is the split planner's to weigh, and offloads keep it measured.
-  const double local_bound = options_.local_factor * v.local_ms;
-  const bool local_faster = options_.local_factor > 0 && v.local_ms > 0 &&
-                            (has_base_ ? base_ms_ : 0.0) <= local_bound && v.expected_ms > local_bound;
+  bool local_faster = options_.local_factor > 0 && v.local_ms > 0 && has_base_ &&
+                      v.expected_ms > options_.local_factor * v.local_ms;
+  // While the device is the quicker, one request every explore_interval is
+  // offloaded all the same, so that the round trip stays measured (the
+  // server's reports give its queue, not its compute or the link).
+  if (local_faster && !queue_full && !too_slow && now - last_offload_ >= options_.explore_interval) {
+    local_faster = false;
+    v.explore = true;
+  }
   if (!queue_full && !too_slow && !local_faster) {
     declining_ = false;
+    last_offload_ = now;
     return v;
   }
   v.started_declining = !declining_;

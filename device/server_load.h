@@ -21,7 +21,10 @@
 // requests behind it wait. With it, each device sends the server only what
 // the server answers sooner than the device would, the server's queue stays
 // near the devices' own remainder time, and the rest is finished locally
-// at once.
+// at once. While the device is the quicker, one request per
+// `explore_interval` is offloaded anyway, so the round trip (link and
+// server compute, which the server's load reports do not show) stays
+// measured and offloading resumes when it pays again.
 //
 // While it declines, no request waits to find out whether the server has
 // recovered: the device's monitor asks for the server's load (GetModelInfo)
@@ -50,6 +53,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace eenn::device {
@@ -61,6 +65,9 @@ struct ServerLoadOptions {
   // ... and the expected round trip <= local_factor x the expected local
   // finish (0: no comparison; offload whenever the budget allows).
   double local_factor = 1.0;
+  // While finishing locally is the quicker, one request per interval is
+  // offloaded anyway to keep the round trip measured.
+  absl::Duration explore_interval = absl::Milliseconds(250);
   double smoothing = 0.3;          // weight of the newest observation in the estimates
   // While declining, how often the device's monitor asks for the server's load.
   absl::Duration refresh_interval = absl::Milliseconds(50);
@@ -78,6 +85,7 @@ struct OffloadVerdict {
   bool started_declining = false;  // this decision is the first decline after offloading
   double expected_ms = 0;      // expected round trip (0 until the first observation)
   double local_ms = 0;         // expected local finish from the split (0: unknown)
+  bool explore = false;        // offloaded although local is the quicker (keeps the round trip measured)
   std::string reason;          // why not, when !offload
 };
 
@@ -113,7 +121,7 @@ class ServerLoadGate {
 
   // Whether to offload a request split at `split` (-1: no local comparison)
   // that may wait `budget` for the answer.
-  OffloadVerdict Decide(absl::Duration budget, int split = -1);
+  OffloadVerdict Decide(absl::Duration budget, int split = -1, absl::Time now = absl::Now());
   // The expected local finish from `split` (0 when unknown).
   double LocalMs(int split) const;
 
@@ -136,6 +144,7 @@ class ServerLoadGate {
   bool declining_ ABSL_GUARDED_BY(mu_) = false;
   int64_t declined_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t declined_local_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_offload_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::vector<double> local_ms_ ABSL_GUARDED_BY(mu_);  // per split; 0: not measured
 };
 

@@ -104,49 +104,54 @@ TEST(ServerLoadGateTest, TimeoutIsLoadAndReportsBringTheEstimateBack) {
   EXPECT_FALSE(gate.declining());
 }
 
-TEST(ServerLoadGateTest, FinishesLocallyWhenTheDeviceIsQuickerThanAQueuedServer) {
+TEST(ServerLoadGateTest, FinishesLocallyWhenTheDeviceIsTheQuicker) {
   ServerLoadGate gate(ServerLoadOptions{});
+  absl::Time t = absl::FromUnixSeconds(1000);
   // Round trips of 7 ms, 5 of them in the server's queue.
   for (int i = 0; i < 5; ++i) gate.ObserveOffload(7000, 5000, Load(2, 256, 400));
   ASSERT_NEAR(gate.state().expected_ms, 7.0, 1e-9);
   // Nothing known about finishing locally from split 4: offload (the budget allows).
-  EXPECT_TRUE(gate.Decide(absl::Milliseconds(100), 4).offload);
+  EXPECT_TRUE(gate.Decide(absl::Milliseconds(100), 4, t).offload);
   EXPECT_DOUBLE_EQ(gate.LocalMs(4), 0);
   // The device finishes from split 4 in 3 ms: quicker than the server's 7.
   gate.ObserveLocal(4, 3000);
   EXPECT_NEAR(gate.LocalMs(4), 3.0, 1e-9);
-  auto v = gate.Decide(absl::Milliseconds(100), 4);
+  auto v = gate.Decide(absl::Milliseconds(100), 4, t + absl::Milliseconds(1));
   EXPECT_FALSE(v.offload);
   EXPECT_NEAR(v.local_ms, 3.0, 1e-9);
   EXPECT_EQ(v.reason, "server busy: expected answer in 7.0 ms, finishing here takes 3.0 ms");
   EXPECT_TRUE(v.started_declining);
   EXPECT_EQ(gate.state().declined_local_faster, 1);
   // Other splits, and callers that give none, are not compared.
-  EXPECT_TRUE(gate.Decide(absl::Milliseconds(100), 6).offload);
-  EXPECT_TRUE(gate.Decide(absl::Milliseconds(100)).offload);
+  EXPECT_TRUE(gate.Decide(absl::Milliseconds(100), 6, t + absl::Milliseconds(2)).offload);
+  EXPECT_TRUE(gate.Decide(absl::Milliseconds(100), -1, t + absl::Milliseconds(3)).offload);
+  // Declined again until explore_interval (250 ms) after the last offload:
+  // then one goes, to keep the round trip measured, and the next waits again.
+  EXPECT_FALSE(gate.Decide(absl::Milliseconds(100), 4, t + absl::Milliseconds(252)).offload);
+  v = gate.Decide(absl::Milliseconds(100), 4, t + absl::Milliseconds(253));
+  EXPECT_TRUE(v.offload);
+  EXPECT_TRUE(v.explore);
+  EXPECT_FALSE(gate.Decide(absl::Milliseconds(100), 4, t + absl::Milliseconds(254)).offload);
   // Local finishes are smoothed like the round trips: 0.7 x 3 + 0.3 x 20 = 8.1 ms.
   gate.ObserveLocal(4, 20000);
   EXPECT_NEAR(gate.LocalMs(4), 8.1, 1e-9);
-  EXPECT_TRUE(gate.Decide(absl::Milliseconds(100), 4).offload);
-  // 2.78 ms locally: declined while the queue lasts, offloaded once the
-  // server's reports say it has emptied (2 ms round trips).
+  v = gate.Decide(absl::Milliseconds(100), 4, t + absl::Milliseconds(255));
+  EXPECT_TRUE(v.offload);
+  EXPECT_FALSE(v.explore);
+  // A server whose queue empties is quicker again: 2 ms round trips against 2.78 ms.
   for (int i = 0; i < 3; ++i) gate.ObserveLocal(4, 0);
   ASSERT_NEAR(gate.LocalMs(4), 8.1 * 0.343, 1e-9);
-  EXPECT_FALSE(gate.Decide(absl::Milliseconds(100), 4).offload);
+  EXPECT_FALSE(gate.Decide(absl::Milliseconds(100), 4, t + absl::Milliseconds(256)).offload);
   for (int i = 0; i < 10; ++i) gate.ObserveReport(Load(0, 256, 400));
-  EXPECT_TRUE(gate.Decide(absl::Milliseconds(100), 4).offload);
-  // A round trip longer than the local finish even without a queue (the
-  // link, the server's own speed) is the split planner's to weigh: offload.
-  gate.ObserveLocal(4, 0);  // 1.95 ms < 2 ms base
-  for (int i = 0; i < 5; ++i) gate.ObserveOffload(7000, 5000, Load(2, 256, 400));
-  EXPECT_TRUE(gate.Decide(absl::Milliseconds(100), 4).offload);
+  EXPECT_TRUE(gate.Decide(absl::Milliseconds(100), 4, t + absl::Milliseconds(257)).offload);
   // A factor of 0 turns the comparison off.
   ServerLoadOptions o;
   o.local_factor = 0;
   ServerLoadGate off(o);
   off.ObserveOffload(7000, 5000, Load(2, 256, 400));
   off.ObserveLocal(4, 1000);
-  EXPECT_TRUE(off.Decide(absl::Milliseconds(100), 4).offload);
+  EXPECT_TRUE(off.Decide(absl::Milliseconds(100), 4, t).offload);
+  EXPECT_TRUE(off.Decide(absl::Milliseconds(100), 4, t + absl::Milliseconds(1)).offload);
 }
 
 TEST(ServerLoadGateTest, DisabledGateAlwaysOffloads) {

@@ -2,15 +2,18 @@
 """Several devices, one offload server: load-blind against server-aware
 offloading (eenn-device --server_aware), side by side, paired repetitions.
 
-The default setting is a server tier of finite capacity shared by several
-devices: the --devices eenn-device daemons (1 LibTorch thread each) and
-their clients share CPU --device_cpus (default 0); one eenn-server (1 thread,
---server_max_batch, default 1) runs on CPU --server_cpus (default 1) limited
-to --server_cpu_share of it (0.3, a cgroup v1 cpu quota over the shortest
-period the kernel allows, so a throttled server stalls for milliseconds;
-needs root; 0: no limit). Every device splits
-early (--split, default 4: no device exit runs before it), so each request is
-offloaded unless the device declines to and finishes it itself:
+The default setting is small edge devices sharing a small server tier: the
+--devices eenn-device daemons (1 LibTorch thread each, each limited to
+--device_cpu_share of a core, 0.2, by its own cgroup v1 cpu quota over the
+shortest period the kernel allows) share CPU --device_cpus (default 0); one
+eenn-server (1 thread, --server_max_batch, default 1) runs on CPU
+--server_cpus (default 1) limited to --server_cpu_share of it (0.25); the
+clients run on --client_cpus (default 1, what the server's quota leaves).
+Quotas need root (0: no limit). The devices together offer --load_x (1.2)
+times what the server serves, and could serve it all themselves. Every
+device splits early (--split, default 4: no device exit runs before it), so
+each request is offloaded unless the device declines to and finishes it
+itself:
 
   1. calibration: eenn-bench-server drives the server with split tensors from
      --devices x --workers callers; its throughput is the server tier's
@@ -22,21 +25,24 @@ offloaded unless the device declines to and finishes it itself:
      --duration_s, each with a --deadline_ms deadline;
   3. per run: the end-to-end latency percentiles over every arrival (a request
      refused or past its deadline counts as later than any), answered share,
-     misses, decisions (server / device / fallback by reason) and accuracy.
+     misses, decisions (server / device / fallback by reason), accuracy, and
+     the server-aware gate's estimates (sampled from the devices' metrics).
 
 Load-blind devices offload everything: the server's queue grows until
 offloads time out; each timed-out offload held a device worker for up to half
 of its request's remaining time before the device finished it locally, and
 the requests behind it waited in the device's queue; a device that saw a
 timeout treats the server as down until its next probe. Server-aware devices
-offload only while the server's reported load says an answer fits the
+offload while the server's expected answer (its reported and measured load)
+comes sooner than they would finish the request themselves and fits the
 request's budget, and finish the rest locally at once.
 
 Prints a table of medians (--json: one JSON object) and, with --out, writes
 every client's summary and results there.
 
     tools/bench/server_aware_compare.py
-    tools/bench/server_aware_compare.py --devices 4 --load_x 1.5 --deadline_ms 100 --reps 3
+    tools/bench/server_aware_compare.py --devices 4 --load_x 1.4 --deadline_ms 100 --reps 3   # heavier
+    tools/bench/server_aware_compare.py --device_cpu_share 0 --server_cpu_share 0.3 --load_x 1.5
 """
 import argparse
 import json
@@ -47,7 +53,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_util import BIN, ROOT, CpuQuota, in_parallel, log, metric, run_client, start, stop_all  # noqa: E402
@@ -62,6 +70,37 @@ def run_clients(ports, images, extra_for, tmp, tag, prefix=()):
             return summary, [json.loads(line) for line in f if line.startswith("{")]
 
     return in_parallel([lambda i=i: one(i) for i in range(len(ports))])
+
+
+class GaugeSampler:
+    """Samples the devices' server-aware gauges (expected round trip, its
+    part outside the server's queue, the local finish) every 0.5 s while a
+    run lasts (one scrape per device); stop() returns their medians in ms."""
+    NAMES = {"expected_rtt": "eenn_device_server_expected_rtt_seconds",
+             "base_rtt": "eenn_device_server_base_rtt_seconds",
+             "local_finish": "eenn_device_local_finish_seconds"}
+
+    def __init__(self, ports):
+        self.ports, self.values, self.done = ports, {k: [] for k in self.NAMES}, threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        while not self.done.wait(0.5):
+            for port in self.ports:
+                try:
+                    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                except OSError:
+                    continue
+                for line in text.splitlines():
+                    for key, name in self.NAMES.items():
+                        if line.startswith(name + " "):
+                            self.values[key].append(1000 * float(line.split()[1]))
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        return {k: round(statistics.median(v), 2) if v else None for k, v in self.values.items()}
 
 
 def percentile(sorted_values, q):
@@ -118,16 +157,22 @@ def main():
     ap.add_argument("--workers", type=int, default=2, help="eenn-device --workers")
     ap.add_argument("--server_max_batch", type=int, default=1,
                     help="eenn-server --max_batch_size (1: a server tier that saturates before the devices do)")
-    ap.add_argument("--server_cpu_share", type=float, default=0.3,
+    ap.add_argument("--server_cpu_share", type=float, default=0.25,
                     help="CPU time the server may use, in cores (a cgroup v1 cpu quota; needs root; 0: no limit)")
+    ap.add_argument("--device_cpu_share", type=float, default=0.2,
+                    help="CPU time each device may use, in cores (its own cgroup v1 cpu quota; needs root; "
+                         "0: no limit)")
     ap.add_argument("--server_cpu_period_us", type=int, default=0,
                     help="period of that quota (0: the shortest the kernel allows, a 1 ms quota, so that a "
                          "throttled server stalls for a few milliseconds at most)")
     ap.add_argument("--server_cpus", default="1", help="taskset CPU list of the server ('' : any)")
-    ap.add_argument("--device_cpus", default="0", help="taskset CPU list of the devices and clients ('' : any)")
+    ap.add_argument("--device_cpus", default="0", help="taskset CPU list of the devices ('' : any)")
+    ap.add_argument("--client_cpus", default="1",
+                    help="taskset CPU list of the clients and of eenn-bench-server ('' : any); by default the "
+                         "server's CPU, which its quota leaves mostly free")
     ap.add_argument("--deadline_ms", type=int, default=100)
     ap.add_argument("--duration_s", type=float, default=15)
-    ap.add_argument("--load_x", type=float, default=1.5, help="offered load over the server tier's capacity")
+    ap.add_argument("--load_x", type=float, default=1.2, help="offered load over the server tier's capacity")
     ap.add_argument("--rate", type=float, default=0, help="per-device arrival rate (skips calibration)")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--out", default="")
@@ -154,6 +199,9 @@ def main():
         quota = CpuQuota(a.server_cpu_share, "eenn-server-aware", a.server_cpu_period_us)
         server_pin = quota.prefix + server_pin
     device_pin = ["taskset", "-c", a.device_cpus] if a.device_cpus else []
+    client_pin = ["taskset", "-c", a.client_cpus] if a.client_cpus else []
+    device_quotas = [CpuQuota(a.device_cpu_share, f"eenn-server-aware-device{i}") if a.device_cpu_share > 0 else None
+                     for i in range(a.devices)]
     server, sready = start("eenn-server", [f"--bundle={a.bundle}", "--listen=127.0.0.1:0",
                                            "--metrics_address=127.0.0.1:0", "--plaintext", "--threads=1",
                                            f"--max_batch_size={a.server_max_batch}"],
@@ -169,7 +217,8 @@ def main():
                                          "--metrics_address=127.0.0.1:0", "--plaintext"] + server_flags +
                          [f"--split={a.split}", f"--encoding={a.encoding}", "--threads=1", f"--workers={a.workers}",
                           f"--server_aware={'true' if aware else 'false'}"],
-                         tmp, f"{tag}-device{i}", prefix=device_pin)
+                         tmp, f"{tag}-device{i}",
+                         prefix=(device_quotas[i].prefix if device_quotas[i] else []) + device_pin)
             procs.append(p)
             ds.append((p, r))
         return ds
@@ -178,14 +227,16 @@ def main():
         stop_all([p for p, _ in ds])
 
     where = (f"server limited to {a.server_cpu_share:g} core" if a.server_cpu_share > 0 else "server unlimited") + \
+        (f"; each device limited to {a.device_cpu_share:g} core" if a.device_cpu_share > 0 else "") + \
         (f", on CPUs {a.server_cpus}" if a.server_cpus else "") + \
-        (f"; devices and clients on CPUs {a.device_cpus}" if a.device_cpus else "")
+        (f"; devices on CPUs {a.device_cpus}" if a.device_cpus else "") + \
+        (f"; clients on CPUs {a.client_cpus}" if a.client_cpus else "")
     try:
         rate = a.rate
         if rate <= 0:
             # The server tier's capacity: eenn-bench-server offers it split
             # tensors from as many callers as the devices have workers.
-            cmd = device_pin + [os.path.join(BIN, "eenn-bench-server"), "--plaintext", f"--server={server_addr}",
+            cmd = client_pin + [os.path.join(BIN, "eenn-bench-server"), "--plaintext", f"--server={server_addr}",
                                 f"--bundle={a.bundle}", f"--images={images}", f"--split={a.split}",
                                 f"--encoding={a.encoding}", f"--concurrency={a.devices * a.workers}",
                                 "--seconds=5", "--warmup_s=2"]
@@ -202,9 +253,9 @@ def main():
         # as many requests in flight as each has workers.
         ds = start_devices(False, "edge-capacity", with_server=False)
         ports = [r["grpc_port"] for _, r in ds]
-        run_clients(ports, images, lambda i: ["--concurrency=1", "--limit=20"], tmp, "edge-warm", device_pin)
+        run_clients(ports, images, lambda i: ["--concurrency=1", "--limit=20"], tmp, "edge-warm", client_pin)
         res = run_clients(ports, images, lambda i: [f"--concurrency={a.workers}", "--duration_s=5"], tmp,
-                          "edge-capacity", device_pin)
+                          "edge-capacity", client_pin)
         edge_capacity = sum(s["answered"] / s["wall_s"] for s, _ in res)
         stop(ds)
         log(f"edge tier capacity {edge_capacity:.0f} samples/s ({a.devices} devices alone, closed loop); "
@@ -216,20 +267,24 @@ def main():
                 ds = start_devices(mode == "aware", f"r{rep}-{mode}")
                 ports = [r["grpc_port"] for _, r in ds]
                 run_clients(ports, images, lambda i: ["--concurrency=1", "--limit=20"], tmp, f"r{rep}-{mode}-warm",
-                            device_pin)
+                            client_pin)
                 time.sleep(1)
+                sampler = GaugeSampler([r["metrics_port"] for _, r in ds])
                 res = run_clients(
                     ports, images,
                     lambda i: [f"--arrivals=poisson:{rate:.3f}", f"--duration_s={a.duration_s}",
                                f"--deadline_ms={a.deadline_ms}", f"--seed={100 + i + 10 * rep}",
                                f"--limit={a.limit}", "--window_s=1"],
-                    tmp, f"r{rep}-{mode}", device_pin)
+                    tmp, f"r{rep}-{mode}", client_pin)
+                gauges = sampler.stop()
                 s = summarize(res, a.deadline_ms)
+                s["gauges_median_ms"] = gauges
                 s["busy_declines"] = sum(metric(r["metrics_port"], 'eenn_device_fallbacks_total{reason="busy"}') or 0
                                          for _, r in ds)
                 runs[mode].append(s)
                 log(f"rep {rep} {mode:5s}: p99 {s['p99_ms']:.1f} ms, miss ratio {s['miss_ratio']:.4f}, "
-                    f"decided {s['decided']}, fallbacks {s['fallback_reasons']}")
+                    f"decided {s['decided']}, fallbacks {s['fallback_reasons']}; gate estimates (medians over "
+                    f"devices and time, ms): {gauges}")
                 stop(ds)
                 time.sleep(2)  # the server's queue drains
     finally:
@@ -237,8 +292,9 @@ def main():
             if p.poll() is None:
                 p.kill()
         stop_all([server])
-        if quota:
-            quota.remove()
+        for q in [quota] + device_quotas:
+            if q:
+                q.remove()
 
     def med(mode, key):
         vals = [r[key] for r in runs[mode] if r[key] is not None]
@@ -247,7 +303,7 @@ def main():
     report = {
         "devices": a.devices, "split": a.split, "encoding": a.encoding, "deadline_ms": a.deadline_ms,
         "duration_s": a.duration_s, "server_cpu_share": a.server_cpu_share, "server_cpus": a.server_cpus,
-        "device_cpus": a.device_cpus, "server_max_batch": a.server_max_batch,
+        "device_cpus": a.device_cpus, "client_cpus": a.client_cpus, "device_cpu_share": a.device_cpu_share, "server_max_batch": a.server_max_batch,
         "capacity_samples_per_s": capacity, "edge_capacity_samples_per_s": edge_capacity, "load_x": a.load_x if capacity else None,
         "rate_per_device": rate, "reps": a.reps, "runs": runs,
         "median": {m: {k: med(m, k) for k in ("p50_ms", "p99_ms", "answered_p99_ms", "miss_ratio", "accuracy",
