@@ -27,7 +27,7 @@ absl::StatusOr<LoadController> LoadController::Create(ConfigSet set, const LoadC
     return absl::InvalidArgumentError(absl::StrCat("load controller: initial configuration ", options.initial_config,
                                                    " is out of range [0, ", set.configs.size(), ")"));
   }
-  if (!(options.high_water > 0) || !(options.drain_s > 0) || options.burst_window_s < 0 || options.dwell_s < 0 || options.up_rate_margin < 0 ||
+  if (!(options.high_water > 0) || !(options.drain_s > 0) || options.pressure_margin < 0 || options.pressure_settle_s < 0 || options.burst_window_s < 0 || options.dwell_s < 0 || options.up_rate_margin < 0 ||
       !(options.up_loss_margin > 0 && options.up_loss_margin <= 1)) {
     return absl::InvalidArgumentError(
         "load controller: high water and drain time must be > 0, dwell and rate margin >= 0, loss margin in (0, 1]");
@@ -153,8 +153,18 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
     state_.arrival_rate = keep * state_.arrival_rate + (1 - keep) * tick_rate;
   }
   const double high_water = options_.high_water * options_.queue_capacity;
-  double rate = std::max(state_.arrival_rate, state_.last_rate);
-  if (queue_length >= high_water) rate += (queue_length - high_water) / options_.drain_s;
+  double rate = std::max({state_.arrival_rate, state_.last_rate, recent_arrival_rate_});
+  recent_arrival_rate_ = 0;
+  if (queue_length >= high_water) {
+    if (options_.pressure_margin > 0 &&
+        (config_since_s_ < 0 || now_s - config_since_s_ >= options_.pressure_settle_s - 1e-9)) {
+      const double service_ms = PredictOne(state_.config, rate).service_mean_ms;
+      if (service_ms > 0) {
+        rate = std::max(rate, options_.workers * 1000.0 / service_ms * (1 + options_.pressure_margin));
+      }
+    }
+    rate += (queue_length - high_water) / options_.drain_s;
+  }
   state_.rate_used = rate;
   state_.predictions = Predict(rate);
   const int n = static_cast<int>(set_.configs.size());
@@ -194,6 +204,7 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
     up_since_s_ = -1;
   }
   if (next != state_.config) {
+    config_since_s_ = now_s;
     state_.config = next;
     state_.changed = true;
     ++state_.changes;

@@ -18,10 +18,17 @@
 // so that solves are cached and a tick stays cheap.
 //
 // Decisions, each tick:
-//  * the rate used is the larger of the smoothed rate and the rate over the
-//    last `burst_window_s`, so a burst counts at once; with the queue at or above the
-//    high-water mark, the backlog beyond it is added as extra rate to drain
-//    within `drain_s`;
+//  * the rate used is the larger of the smoothed rate, the rate over the
+//    last `burst_window_s` and the rate over the last few arrivals
+//    (SetRecentRate), so a burst counts at once; with the queue at or
+//    above the high-water mark, the arrivals evidently outpace the
+//    configuration in use, so the rate used is at least its capacity times
+//    (1 + pressure_margin) (the rate estimates lag a burst's first tenths of
+//    a second) once that configuration has been in use for
+//    `pressure_settle_s` (a queue left by the one before is not its
+//    verdict: without the wait, decisions milliseconds apart would ratchet
+//    down to the cheapest), and the backlog beyond the mark is added as
+//    extra rate to drain within `drain_s`;
 //  * down (cheaper) at once: when the current configuration's predicted loss
 //    exceeds the target, move to the most accurate one that meets it (the
 //    cheapest when none does);
@@ -51,6 +58,9 @@ struct LoadControllerOptions {
   double service_half_life_s = 5.0;  // smoothing of the measured service parts
   double high_water = 0.5;       // share of the queue capacity
   double drain_s = 1.0;          // backlog above the high-water mark is drained within this
+  double pressure_margin = 0.1;  // queue at high water: rate used >= capacity in use x (1 + this); 0: off
+  double pressure_settle_s = 0.5;  // ... once the configuration in use has been for this long (about
+                                   // burst_window_s: by then the rate estimates have seen the burst)
   double up_loss_margin = 0.5;   // up only to a configuration predicted under target * this ...
   double up_rate_margin = 0.2;   // ... at the smoothed rate times (1 + this) ...
   double dwell_s = 3.0;          // ... available for this long without a break
@@ -99,6 +109,11 @@ class LoadController {
 
   // `count` requests arrived (accepted or refused) by `now_s`.
   void AddArrivals(int64_t count);
+  // The arrival rate over the last few arrivals (the caller's measurement,
+  // e.g. N arrivals over the time since the N-th last), for the next Tick:
+  // a burst shows in it within a few inter-arrival times, before a
+  // time-windowed rate has seen it. 0: none.
+  void SetRecentRate(double per_s) { recent_arrival_rate_ = per_s; }
   void AddService(const ServiceObservation& o, double now_s);
   // Decides at `now_s` with `queue_length` requests waiting.
   ControllerState Tick(int queue_length, double now_s);
@@ -119,10 +134,12 @@ class LoadController {
   LoadControllerOptions options_;
   ControllerState state_;
   int64_t arrivals_since_tick_ = 0;
+  double recent_arrival_rate_ = 0;
   std::deque<std::pair<double, int64_t>> recent_;  // (tick length, arrivals) of the last ticks
   double last_tick_s_ = -1;
   bool rate_known_ = false;
   double up_since_s_ = -1;  // a more accurate configuration has qualified since then
+  double config_since_s_ = -1;  // the configuration in use since then (-1: since the start)
   // Time-weighted averages of the service parts.
   double measured_device_ = 0, expected_device_ = 0;
   double last_service_s_ = -1;

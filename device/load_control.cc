@@ -1,5 +1,7 @@
 #include "device/load_control.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -38,7 +40,12 @@ LoadControl::LoadControl(EdgeEngine* engine, DeviceMetrics* metrics, common::Loa
       metrics_(metrics),
       options_(std::move(options)),
       start_(absl::Now()),
-      controller_(std::move(controller)) {}
+      controller_(std::move(controller)) {
+  if (options_.pressure_ticks) {
+    const auto& o = controller_.options();
+    high_water_count_ = std::max(1, static_cast<int>(std::ceil(o.high_water * o.queue_capacity)));
+  }
+}
 
 LoadControl::~LoadControl() { Stop(); }
 
@@ -48,13 +55,45 @@ void LoadControl::Start() {
   if (thread_.joinable()) return;
   Tick();  // the first tick starts the rate measurement
   thread_ = std::thread([this] {
-    while (!stop_.WaitForNotificationWithTimeout(options_.interval)) Tick();
+    for (;;) {
+      bool woken;
+      {
+        absl::MutexLock lock(&wake_mu_);
+        auto due = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake_mu_) { return wake_ || stopping_; };
+        wake_mu_.AwaitWithTimeout(absl::Condition(&due), options_.interval);
+        if (stopping_) return;
+        woken = wake_;
+        wake_ = false;
+      }
+      Tick();
+      if (woken) {  // at most one early decision per gap
+        absl::MutexLock lock(&wake_mu_);
+        wake_mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.min_tick_gap);
+        if (stopping_) return;
+      }
+    }
   });
 }
 
 void LoadControl::Stop() {
-  if (!stop_.HasBeenNotified()) stop_.Notify();
+  {
+    absl::MutexLock lock(&wake_mu_);
+    stopping_ = true;
+  }
   if (thread_.joinable()) thread_.join();
+}
+
+void LoadControl::OnArrival() {
+  arrivals_.fetch_add(1, std::memory_order_relaxed);
+  if (options_.recent_arrivals > 0) {
+    const uint64_t i = arrival_count_.fetch_add(1, std::memory_order_relaxed);
+    arrival_us_[i % kMaxRecentArrivals].store(absl::ToInt64Microseconds(absl::Now() - start_),
+                                              std::memory_order_relaxed);
+  }
+  // Called before the request is queued: it finds queue_depth() waiting.
+  if (high_water_count_ <= 0 || engine_->queue_depth() + 1 < high_water_count_) return;
+  absl::MutexLock lock(&wake_mu_);
+  wake_ = true;
 }
 
 void LoadControl::OnService(const ServiceSample& s) {
@@ -70,8 +109,20 @@ void LoadControl::OnService(const ServiceSample& s) {
   if (pending_.size() < 100000) pending_.emplace_back(o, now);
 }
 
+double LoadControl::RecentRate() const {
+  const int n = std::min(options_.recent_arrivals, kMaxRecentArrivals - 1);
+  const uint64_t count = arrival_count_.load(std::memory_order_relaxed);
+  if (n <= 0 || count < static_cast<uint64_t>(n)) return 0;
+  // n arrivals since the n-th last one (a slot a concurrent arrival is
+  // overwriting right now is off by one arrival at most).
+  const int64_t first = arrival_us_[(count - n) % kMaxRecentArrivals].load(std::memory_order_relaxed);
+  const int64_t now = absl::ToInt64Microseconds(absl::Now() - start_);
+  return now > first ? n * 1e6 / static_cast<double>(now - first) : 0;
+}
+
 void LoadControl::Tick() {
   const int queue = engine_->queue_depth();
+  const double recent_rate = RecentRate();
   common::ControllerState s;
   common::ExitConfig config;
   std::vector<std::pair<common::ServiceObservation, double>> services;
@@ -83,6 +134,7 @@ void LoadControl::Tick() {
     absl::MutexLock lock(&mu_);
     for (const auto& [o, t] : services) controller_.AddService(o, t);
     controller_.AddArrivals(arrivals_.exchange(0));
+    controller_.SetRecentRate(recent_rate);
     s = controller_.Tick(queue, NowS());
     config = controller_.set().configs[s.config];
   }

@@ -8,6 +8,7 @@
 #ifndef EENN_DEVICE_LOAD_CONTROL_H_
 #define EENN_DEVICE_LOAD_CONTROL_H_
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <thread>
@@ -16,7 +17,6 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/config_set.h"
 #include "common/load_controller.h"
@@ -28,6 +28,14 @@ namespace eenn::device {
 struct LoadControlOptions {
   common::LoadControllerOptions controller;  // workers and queue capacity: the engine's
   absl::Duration interval = absl::Milliseconds(250);
+  // An arrival that finds the queue at the controller's high-water mark
+  // brings the next decision forward (a burst is met within milliseconds,
+  // not at the next interval), at most once per this gap.
+  bool pressure_ticks = true;
+  absl::Duration min_tick_gap = absl::Milliseconds(10);
+  // The controller also sees the rate over this many most recent arrivals
+  // (at most kMaxRecentArrivals; 0: off).
+  int recent_arrivals = 16;
   bool log = true;  // a line on stderr for every change
 };
 
@@ -51,7 +59,7 @@ class LoadControl {
   void Stop();
 
   // From EdgeEngineOptions::on_arrival and on_service.
-  void OnArrival() { arrivals_.fetch_add(1, std::memory_order_relaxed); }
+  void OnArrival();
   void OnService(const ServiceSample& s);
 
   // One decision now (the thread's body; public for tests).
@@ -70,6 +78,11 @@ class LoadControl {
   LoadControlOptions options_;
   absl::Time start_;
   std::atomic<int64_t> arrivals_{0};
+  // Arrival times (microseconds since start_), a ring of the latest.
+  static constexpr int kMaxRecentArrivals = 128;
+  std::array<std::atomic<int64_t>, kMaxRecentArrivals> arrival_us_{};
+  std::atomic<uint64_t> arrival_count_{0};
+  double RecentRate() const;
 
   // Workers only append here, so they never wait for a decision.
   absl::Mutex pending_mu_;
@@ -78,7 +91,10 @@ class LoadControl {
   mutable absl::Mutex mu_;
   common::LoadController controller_ ABSL_GUARDED_BY(mu_);
 
-  absl::Notification stop_;
+  int high_water_count_ = 0;  // queue length that brings a decision forward (0: never)
+  absl::Mutex wake_mu_;
+  bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(wake_mu_) = false;
   std::thread thread_;
 };
 

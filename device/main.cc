@@ -112,6 +112,19 @@ ABSL_FLAG(int, control_interval_ms, 250, "Load-aware exits: decision period.");
 ABSL_FLAG(int, control_dwell_ms, 3000,
           "Load-aware exits: a more accurate configuration must qualify this long before the move back.");
 ABSL_FLAG(double, control_rate_half_life_s, 2.0, "Load-aware exits: half-life of the arrival rate estimate.");
+ABSL_FLAG(int, control_burst_window_ms, 250,
+          "Load-aware exits: the recent arrival rate, which a burst shows in at once, is measured over this.");
+ABSL_FLAG(int, control_drain_ms, 1000,
+          "Load-aware exits: a backlog above the high-water mark is to be drained within this.");
+ABSL_FLAG(double, control_pressure_margin, 0.1,
+          "Load-aware exits: with the queue at the high-water mark, decide for at least the capacity of the "
+          "configuration in use times 1 + this (0: off), and decide at once rather than at the next interval.");
+ABSL_FLAG(int, control_pressure_settle_ms, 3000,
+          "Load-aware exits: the queue at the high-water mark judges a configuration only once it has been in "
+          "use this long (once per burst, by default: after that the rate estimates have seen it).");
+ABSL_FLAG(int, control_recent_arrivals, 16,
+          "Load-aware exits: the rate over this many latest arrivals also counts (a burst shows in it within "
+          "milliseconds; 0: off, at most 127).");
 ABSL_FLAG(double, control_high_water, 0.5,
           "Load-aware exits: queue share above which the backlog counts as extra load.");
 
@@ -273,6 +286,15 @@ int main(int argc, char** argv) {
     lo.controller.dwell_s = absl::GetFlag(FLAGS_control_dwell_ms) / 1000.0;
     lo.controller.rate_half_life_s = absl::GetFlag(FLAGS_control_rate_half_life_s);
     lo.controller.high_water = absl::GetFlag(FLAGS_control_high_water);
+    lo.controller.burst_window_s = absl::GetFlag(FLAGS_control_burst_window_ms) / 1000.0;
+    lo.controller.drain_s = absl::GetFlag(FLAGS_control_drain_ms) / 1000.0;
+    lo.controller.pressure_margin = absl::GetFlag(FLAGS_control_pressure_margin);
+    lo.controller.pressure_settle_s = absl::GetFlag(FLAGS_control_pressure_settle_ms) / 1000.0;
+    lo.pressure_ticks = lo.controller.pressure_margin > 0;
+    lo.recent_arrivals = absl::GetFlag(FLAGS_control_recent_arrivals);
+    if (lo.recent_arrivals < 0 || lo.recent_arrivals > 127) {
+      return Fail(absl::InvalidArgumentError("--control_recent_arrivals must be in [0, 127]"));
+    }
     lo.interval = absl::Milliseconds(absl::GetFlag(FLAGS_control_interval_ms));
     auto c = eenn::device::LoadControl::Create(engine->get(), &metrics, std::move(*set), lo);
     if (!c.ok()) return Fail(c.status());

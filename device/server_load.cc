@@ -77,8 +77,10 @@ OffloadVerdict ServerLoadGate::Decide(absl::Duration budget, int split, absl::Ti
   const double allowed_ms = options_.headroom * budget_ms;
   const bool queue_full = last_.queue_capacity > 0 && last_.queue_depth >= options_.max_queue_fill * last_.queue_capacity;
   const bool too_slow = v.expected_ms > allowed_ms;
-  bool local_faster = options_.local_factor > 0 && v.local_ms > 0 && has_base_ &&
-                      v.expected_ms > options_.local_factor * v.local_ms;
+  // Only the server's load makes the device the quicker: with no queue to
+  // speak of the split (the planner's choice) stands.
+  bool local_faster = options_.local_factor > 0 && v.local_ms > 0 && has_base_ && has_wait_ &&
+                      wait_ms_ >= options_.min_queue_wait_ms && v.expected_ms > options_.local_factor * v.local_ms;
   // While the device is the quicker, one request every explore_interval is
   // offloaded all the same, so that the round trip stays measured (the
   // server's reports give its queue, not its compute or the link).

@@ -11,8 +11,8 @@
 // the device measured (round trips and the server's queue wait in recent
 // replies), and declines to offload when the prediction does not fit the
 // budget the request would get, when the server's queue is nearly full, or
-// when finishing the request on the device is expected to be quicker than the
-// server's answer.
+// when the server's queue makes its answer come later than the device would
+// finish the request itself.
 //
 // That last comparison is what keeps a shared server from becoming every
 // device's queue: an offload holds the device's worker for the whole round
@@ -65,6 +65,10 @@ struct ServerLoadOptions {
   // ... and the expected round trip <= local_factor x the expected local
   // finish (0: no comparison; offload whenever the budget allows).
   double local_factor = 1.0;
+  // ... compared only while the server's expected queue wait is at least
+  // this: an idle server is offloaded to whatever the local estimate says
+  // (whether a split pays at all is the planner's question).
+  double min_queue_wait_ms = 1.0;
   // While finishing locally is the quicker, one request per interval is
   // offloaded anyway to keep the round trip measured.
   absl::Duration explore_interval = absl::Milliseconds(250);

@@ -157,6 +157,7 @@ TEST(LoadControllerTest, DoesNotFlapAtABoundaryRate) {
 TEST(LoadControllerTest, QueueAboveHighWaterDrainsTheBacklog) {
   LoadControllerOptions o = Options();
   o.drain_s = 0.5;
+  o.pressure_margin = 0;  // the backlog term alone
   auto c = LoadController::Create(ThreeConfigs(), o);
   ASSERT_TRUE(c.ok());
   double now = 0;
@@ -167,6 +168,45 @@ TEST(LoadControllerTest, QueueAboveHighWaterDrainsTheBacklog) {
   auto full = Drive(*c, now, kTick, 180, 60);
   EXPECT_GT(full.front(), 0);
   EXPECT_NEAR(c->state().rate_used, 180 + (60 - 32) / 0.5, 1e-6);
+}
+
+TEST(LoadControllerTest, QueueAtHighWaterMovesBeforeTheRateEstimatesSeeTheBurst) {
+  auto c = LoadController::Create(ThreeConfigs(), Options());
+  ASSERT_TRUE(c.ok());
+  double now = 0;
+  c->Tick(0, now);
+  for (int config : Drive(*c, now, 10, 100)) EXPECT_EQ(config, 0);
+  // A tick 10 ms into a burst: 6 arrivals (600/s), the burst window still
+  // mostly calm, but the queue already at high water (32 of 64). The
+  // configuration in use evidently does not keep up: at least its capacity
+  // (200/s) x 1.1 is used, and the controller moves to a cheaper one.
+  now += 0.01;
+  c->AddArrivals(6);
+  auto s = c->Tick(32, now);
+  EXPECT_NEAR(s.rate_used, 220, 1e-6);
+  EXPECT_EQ(s.config, 1);
+  // 10 ms later the queue has not drained yet: config 1 is not judged by it
+  // (no ratchet down to config 2) until it has been in use for 500 ms.
+  now += 0.01;
+  c->AddArrivals(3);
+  s = c->Tick(32, now);
+  EXPECT_EQ(s.config, 1);
+  EXPECT_LT(s.rate_used, 400);
+  now += 0.5;
+  c->AddArrivals(50);  // 100/s: by the rate alone config 0 would do
+  s = c->Tick(32, now);
+  EXPECT_NEAR(s.rate_used, 440, 1e-6);  // config 1 serves 400/s: the queue says it does not keep up
+  EXPECT_EQ(s.config, 2);
+  // Without the floor it would have stayed.
+  LoadControllerOptions o = Options();
+  o.pressure_margin = 0;
+  auto off = LoadController::Create(ThreeConfigs(), o);
+  double t = 0;
+  off->Tick(0, t);
+  Drive(*off, t, 10, 100);
+  t += 0.01;
+  off->AddArrivals(6);
+  EXPECT_EQ(off->Tick(32, t).config, 0);
 }
 
 TEST(LoadControllerTest, MeasuredSlowdownScalesTheServiceTimes) {

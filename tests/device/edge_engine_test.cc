@@ -188,6 +188,7 @@ TEST_F(EdgeEngineTest, BusyServerIsNotOffloadedToUntilItsLoadFallsAgain) {
   FakeServer* server;
   EdgeEngineOptions o;
   o.split_layer = 0;  // everything offloaded, when it is
+  o.server_load.local_factor = 0;  // the budget alone (the comparison with local: the next test)
   auto e = Make(o, &server);
   auto with_deadline = [&](int i) {
     ClassifyInput in = Input(i);
@@ -229,6 +230,39 @@ TEST_F(EdgeEngineTest, BusyServerIsNotOffloadedToUntilItsLoadFallsAgain) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->decided, Decision::kServer);
   EXPECT_EQ(server->resume_calls.load(), ++calls);
+}
+
+TEST_F(EdgeEngineTest, QueuedServerSlowerThanTheDeviceIsNotOffloadedTo) {
+  FakeServer* server;
+  EdgeEngineOptions o;
+  o.split_layer = 0;
+  auto e = Make(o, &server);
+  // An idle server is offloaded to, whatever finishing locally would take.
+  ASSERT_EQ(e->ClassifySync(Input(0))->decided, Decision::kServer);
+  // 60 requests wait at 100 samples/s: 600 ms, within the 1 s budget of a
+  // request without a deadline, but far longer than this device takes to
+  // finish the request itself (its warm-up measured that).
+  server->ReportLoad({60, 256, 100});
+  for (int i = 0; i < 20 && e->server_load().wait_ms < 500; ++i) e->ProbeServer();
+  const int calls = server->resume_calls.load();
+  const absl::Time start = absl::Now();
+  int local = 0;
+  for (int i = 1; i < 4; ++i) {
+    auto r = e->ClassifySync(Input(i));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->result.class_id, Local(images_[i]).class_id);
+    if (r->decided == Decision::kFallback) {
+      ++local;
+      EXPECT_NE(r->fallback_reason.find("finishing here takes"), std::string::npos) << r->fallback_reason;
+    }
+  }
+  // Offloaded: exploratory ones only, one per 250 ms (the first at once
+  // unless the idle offload above was within 250 ms).
+  const int explored = server->resume_calls.load() - calls;
+  EXPECT_LE(explored, 1 + static_cast<int>((absl::Now() - start) / absl::Milliseconds(250)));
+  EXPECT_EQ(local + explored, 3);
+  EXPECT_GE(local, 2);
+  EXPECT_EQ(e->server_load().declined_local_faster, local);
 }
 
 TEST_F(EdgeEngineTest, LoadBlindDeviceOffloadsToABusyServer) {

@@ -144,6 +144,12 @@ TEST(ServerLoadGateTest, FinishesLocallyWhenTheDeviceIsTheQuicker) {
   EXPECT_FALSE(gate.Decide(absl::Milliseconds(100), 4, t + absl::Milliseconds(256)).offload);
   for (int i = 0; i < 10; ++i) gate.ObserveReport(Load(0, 256, 400));
   EXPECT_TRUE(gate.Decide(absl::Milliseconds(100), 4, t + absl::Milliseconds(257)).offload);
+  // An idle server is offloaded to even when the device would be quicker:
+  // whether the split pays at all is the planner's question, not the load's.
+  ServerLoadGate idle(ServerLoadOptions{});
+  for (int i = 0; i < 5; ++i) idle.ObserveOffload(7000, 0, Load(0, 256, 400));
+  idle.ObserveLocal(4, 1000);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(idle.Decide(absl::Milliseconds(100), 4, t + absl::Milliseconds(i)).offload);
   // A factor of 0 turns the comparison off.
   ServerLoadOptions o;
   o.local_factor = 0;

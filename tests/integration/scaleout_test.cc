@@ -110,7 +110,10 @@ class ScaleOutTest : public ::testing::Test {
     StartDaemon(d, "eenn-device",
                 {"--bundle=" + kBundle, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
                  "--server=" + servers, "--plaintext", "--server_plaintext", "--split=1", "--encoding=int8",
-                 "--probe_interval_ms=100", "--offload_timeout_ms=5000"},
+                 "--probe_interval_ms=100", "--offload_timeout_ms=5000",
+                 // Routing is under test: every request offloaded, even when a
+                 // queued server is slower than finishing on the device.
+                 "--server_local_factor=0"},
                 dir_.path(), "device" + std::to_string(counter_++));
   }
 

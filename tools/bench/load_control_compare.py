@@ -86,13 +86,15 @@ def svg_plot(path, windows_a, windows_b, samples, duration):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", default=os.path.join(ROOT, "..", "shared", "datasets", "cifar10", "test"))
-    ap.add_argument("--per_class", type=int, default=20, help="images per class folder")
+    ap.add_argument("--per_class", type=int, default=100, help="images per class folder")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--queue_capacity", type=int, default=8)
-    ap.add_argument("--loss_target", type=float, default=0.01)
+    ap.add_argument("--loss_target", type=float, default=0.02)
     ap.add_argument("--control_interval_ms", type=int, default=100)
+    ap.add_argument("--control_dwell_ms", type=int, default=1000, help="eenn-device --control_dwell_ms")
+    ap.add_argument("--device_flags", default="", help="more eenn-device flags for the adaptive device")
     ap.add_argument("--calm_x", type=float, default=0.3)
-    ap.add_argument("--burst_x", type=float, default=1.5)
+    ap.add_argument("--burst_x", type=float, default=1.15)
     ap.add_argument("--calm_s", type=float, default=4)
     ap.add_argument("--burst_s", type=float, default=3)
     ap.add_argument("--cycles", type=int, default=4)
@@ -134,7 +136,9 @@ def main():
         p, fixed = start("eenn-device", common, tmp, "fixed", prefix=device_prefix("fixed"))
         procs.append(p)
         p, adaptive = start("eenn-device", common + [f"--loss_target={a.loss_target}",
-                                                     f"--control_interval_ms={a.control_interval_ms}"],
+                                                     f"--control_interval_ms={a.control_interval_ms}",
+                                                     f"--control_dwell_ms={a.control_dwell_ms}"]
+                            + a.device_flags.split(),
                             tmp, "adaptive", prefix=device_prefix("adaptive"))
         procs.append(p)
         for _ in range(2):
