@@ -153,7 +153,10 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
     state_.arrival_rate = keep * state_.arrival_rate + (1 - keep) * tick_rate;
   }
   const double high_water = options_.high_water * options_.queue_capacity;
-  double rate = std::max({state_.arrival_rate, state_.last_rate, recent_arrival_rate_});
+  double rate = std::max(state_.arrival_rate, state_.last_rate);
+  // The rate over the latest arrivals is noisy (arrivals come in clumps):
+  // it counts when the queue at high water says the arrivals outpace service.
+  if (queue_length >= options_.high_water * options_.queue_capacity) rate = std::max(rate, recent_arrival_rate_);
   recent_arrival_rate_ = 0;
   if (queue_length >= high_water) {
     if (options_.pressure_margin > 0 &&

@@ -18,9 +18,10 @@
 // so that solves are cached and a tick stays cheap.
 //
 // Decisions, each tick:
-//  * the rate used is the larger of the smoothed rate, the rate over the
-//    last `burst_window_s` and the rate over the last few arrivals
-//    (SetRecentRate), so a burst counts at once; with the queue at or
+//  * the rate used is the larger of the smoothed rate and the rate over the
+//    last `burst_window_s`, so a burst counts at once, and, with the queue
+//    at or above the high-water mark, the rate over the last few arrivals
+//    (SetRecentRate; noisy, so only then); with the queue at or
 //    above the high-water mark, the arrivals evidently outpace the
 //    configuration in use, so the rate used is at least its capacity times
 //    (1 + pressure_margin) (the rate estimates lag a burst's first tenths of

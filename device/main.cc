@@ -123,8 +123,8 @@ ABSL_FLAG(int, control_pressure_settle_ms, 3000,
           "Load-aware exits: the queue at the high-water mark judges a configuration only once it has been in "
           "use this long (once per burst, by default: after that the rate estimates have seen it).");
 ABSL_FLAG(int, control_recent_arrivals, 16,
-          "Load-aware exits: the rate over this many latest arrivals also counts (a burst shows in it within "
-          "milliseconds; 0: off, at most 127).");
+          "Load-aware exits: with the queue at the high-water mark, the rate over this many latest arrivals "
+          "also counts (a burst shows in it within milliseconds; 0: off, at most 127).");
 ABSL_FLAG(double, control_high_water, 0.5,
           "Load-aware exits: queue share above which the backlog counts as extra load.");
 

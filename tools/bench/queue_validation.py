@@ -57,7 +57,7 @@ def predict(rates, mean_ms, m2, workers, queue):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", default=os.path.join(ROOT, "models", "cifar10-resnet18"))
-    ap.add_argument("--images", default="/work/shared/datasets/cifar10/test")
+    ap.add_argument("--images", default=os.path.join(ROOT, "..", "shared", "datasets", "cifar10", "test"))
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--queue_capacity", type=int, default=8)
     ap.add_argument("--split", type=int, default=-2,
