@@ -81,7 +81,10 @@ class CollabTest : public ::testing::Test {
   void StartDevice(Daemon& d, const std::string& server_addr, std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {"--bundle=" + dir_->Join("bundle"), "--listen=127.0.0.1:0",
                                      "--metrics_address=127.0.0.1:0", "--server=" + server_addr,
-                                     "--plaintext", "--server_plaintext"};
+                                     "--plaintext", "--server_plaintext",
+                                     // The collaborative path is under test: offload even when
+                                     // a queued server is slower than finishing on the device.
+                                     "--server_local_factor=0"};
     args.insert(args.end(), extra.begin(), extra.end());
     StartDaemon(d, "eenn-device", args, dir_->path(), "device" + std::to_string(counter_++));
   }
@@ -150,7 +153,8 @@ TEST_F(CollabTest, MutualTlsOnBothHopsRefusesUnknownPeers) {
   StartDaemon(server, "eenn-server", join(join(common_args, identity(good, "server")), {ca}), dir_->path(),
               "tls_server");
   StartDaemon(device, "eenn-device",
-              join(join(common_args, identity(good, "device")), {ca, "--server=" + server.addr(), "--split=1"}),
+              join(join(common_args, identity(good, "device")),
+                   {ca, "--server=" + server.addr(), "--split=1", "--server_local_factor=0"}),
               dir_->path(), "tls_device");
   auto client = [&](const std::string& tls) {
     return RunCommand(BinPath("eenn-client") + " --quiet --json --device=" + device.addr() + " --results=" +
