@@ -147,6 +147,33 @@ TEST_F(LoadControlTest, UnderABurstTheControllerMovesToACheaperConfiguration) {
   EXPECT_EQ(planner->GetPlan(&ctx2, req, &reply).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 }
 
+// A burst is met when it fills the queue, not at the next decision period:
+// with the period far beyond the run (60 s), only the decision that an
+// arrival at the high-water mark brings forward can move the configuration,
+// and without it (--control_pressure_margin=0) nothing moves.
+TEST_F(LoadControlTest, QueueAtHighWaterBringsTheDecisionForward) {
+  for (const bool early : {true, false}) {
+    Daemon device;
+    StartDevice(device, {"--loss_target=0.01", "--control_interval_ms=60000",
+                         early ? "--control_pressure_margin=0.1" : "--control_pressure_margin=0"});
+    // 8 requests in flight against 1 worker and 4 queue slots: the queue sits
+    // at its high-water mark (2) throughout.
+    auto s = RunClient(device.addr(), Images(), Path("burst.jsonl"), "--concurrency=8 --duration_s=1.5");
+    ASSERT_GT(s["requests"].get<int>(), 20) << s.dump();
+    EXPECT_EQ(s["failed"], 0) << s.dump();
+    const std::string m = testing::HttpGet(device.metrics_port, "/metrics");
+    const double changes = testing::MetricValue(m, "eenn_device_exit_config_changes_total");
+    if (early) {
+      EXPECT_GE(changes, 1) << m;
+      EXPECT_GT(testing::MetricValue(m, "eenn_device_exit_config"), 0) << m;  // a cheaper one than the first
+      EXPECT_NE(device.proc.log().find("eenn-device: exit configuration"), std::string::npos) << device.proc.log();
+    } else {
+      EXPECT_EQ(changes, 0) << m;
+      EXPECT_EQ(testing::MetricValue(m, "eenn_device_exit_config"), 0) << m;
+    }
+  }
+}
+
 TEST_F(LoadControlTest, RefusesConfigurationsForAnotherBundleAndConflictingFlags) {
   // A configs.json for another version of the model.
   std::string text = testing::ReadAll(kBundle + "/configs.json");
