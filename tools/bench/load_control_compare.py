@@ -89,7 +89,7 @@ def main():
     ap.add_argument("--per_class", type=int, default=20, help="images per class folder (the client sends them class by class: few per class keeps every window balanced)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--queue_capacity", type=int, default=8)
-    ap.add_argument("--loss_target", type=float, default=0.02)
+    ap.add_argument("--loss_target", type=float, default=0.03)
     ap.add_argument("--control_interval_ms", type=int, default=100)
     ap.add_argument("--control_dwell_ms", type=int, default=1000, help="eenn-device --control_dwell_ms")
     ap.add_argument("--device_flags", default="", help="more eenn-device flags for the adaptive device")
