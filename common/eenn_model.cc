@@ -160,6 +160,13 @@ class ExitHeadImpl : public nn::Module {
   std::shared_ptr<PoolLinearImpl> fc_;
 };
 
+ExitPolicy NeverFiring(ExitPolicy policy) {
+  for (float& t : policy.thresholds) {
+    if (t >= 0) t = 2.0f;
+  }
+  return policy;
+}
+
 absl::string_view ConfidenceName(ConfidenceFunction f) {
   return f == ConfidenceFunction::kMax ? "max" : "entropy";
 }

@@ -53,6 +53,11 @@ struct ExitPolicy {
   ConfidenceFunction confidence = ConfidenceFunction::kMax;
 };
 
+// `policy` with every active exit (threshold >= 0) still evaluated but never
+// firing (confidences never exceed 1): every layer runs, the cost of the
+// heads in use included.
+ExitPolicy NeverFiring(ExitPolicy policy);
+
 // ExitResult (the answer for one sample) lives in common/model_spec.h.
 
 // Outcome of running a layer range over a batch.

@@ -27,10 +27,12 @@ absl::StatusOr<LoadController> LoadController::Create(ConfigSet set, const LoadC
     return absl::InvalidArgumentError(absl::StrCat("load controller: initial configuration ", options.initial_config,
                                                    " is out of range [0, ", set.configs.size(), ")"));
   }
-  if (!(options.high_water > 0) || !(options.drain_s > 0) || options.pressure_margin < 0 || options.pressure_settle_s < 0 || options.burst_window_s < 0 || options.dwell_s < 0 || options.up_rate_margin < 0 ||
-      !(options.up_loss_margin > 0 && options.up_loss_margin <= 1)) {
+  if (!(options.high_water > 0) || !(options.drain_s > 0) || options.pressure_margin < 0 ||
+      options.pressure_settle_s < 0 || options.burst_window_s < 0 || options.dwell_s < 0 ||
+      options.up_rate_margin < 0 || !(options.up_loss_margin > 0 && options.up_loss_margin <= 1)) {
     return absl::InvalidArgumentError(
-        "load controller: high water and drain time must be > 0, dwell and rate margin >= 0, loss margin in (0, 1]");
+        "load controller: high water and drain time must be > 0; burst window, dwell, rate and pressure margins "
+        "and pressure settle time >= 0; loss margin in (0, 1]");
   }
   return LoadController(std::move(set), options);
 }
@@ -154,11 +156,10 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
   }
   const double high_water = options_.high_water * options_.queue_capacity;
   double rate = std::max(state_.arrival_rate, state_.last_rate);
-  // The rate over the latest arrivals is noisy (arrivals come in clumps):
-  // it counts when the queue at high water says the arrivals outpace service.
-  if (queue_length >= options_.high_water * options_.queue_capacity) rate = std::max(rate, recent_arrival_rate_);
-  recent_arrival_rate_ = 0;
   if (queue_length >= high_water) {
+    // The rate over the latest arrivals is noisy (arrivals come in clumps):
+    // it counts when the queue at high water says the arrivals outpace service.
+    rate = std::max(rate, recent_arrival_rate_);
     if (options_.pressure_margin > 0 &&
         (config_since_s_ < 0 || now_s - config_since_s_ >= options_.pressure_settle_s - 1e-9)) {
       const double service_ms = PredictOne(state_.config, rate).service_mean_ms;
@@ -168,6 +169,7 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
     }
     rate += (queue_length - high_water) / options_.drain_s;
   }
+  recent_arrival_rate_ = 0;
   state_.rate_used = rate;
   state_.predictions = Predict(rate);
   const int n = static_cast<int>(set_.configs.size());

@@ -86,10 +86,7 @@ class EdgeEngine::Impl {
   void SeedLocalEstimate(const std::vector<int64_t>& shape) {
     const int split = split_.load();
     if (split >= model_.num_layers) return;
-    common::ExitPolicy never = bundle_.policy;
-    for (float& t : never.thresholds) {
-      if (t >= 0) t = 2.0f;  // confidences never exceed 1
-    }
+    const common::ExitPolicy never = common::NeverFiring(bundle_.policy);
     auto head = bundle_.model->Run(torch::randn(shape), 0, split, never);
     if (!head.ok() || head->decided[0]) return;
     const torch::Tensor pending = head->pending_input.contiguous();

@@ -41,8 +41,7 @@ LoadControl::LoadControl(EdgeEngine* engine, DeviceMetrics* metrics, common::Loa
       options_(std::move(options)),
       start_(absl::Now()),
       controller_(std::move(controller)) {
-  if (options_.pressure_ticks) {
-    const auto& o = controller_.options();
+  if (const auto& o = controller_.options(); o.pressure_margin > 0) {
     high_water_count_ = std::max(1, static_cast<int>(std::ceil(o.high_water * o.queue_capacity)));
   }
 }

@@ -28,10 +28,10 @@ namespace eenn::device {
 struct LoadControlOptions {
   common::LoadControllerOptions controller;  // workers and queue capacity: the engine's
   absl::Duration interval = absl::Milliseconds(250);
-  // An arrival that finds the queue at the controller's high-water mark
-  // brings the next decision forward (a burst is met within milliseconds,
-  // not at the next interval), at most once per this gap.
-  bool pressure_ticks = true;
+  // With the controller's pressure_margin > 0, an arrival that finds the
+  // queue at its high-water mark brings the next decision forward (a burst
+  // is met within milliseconds, not at the next interval), at most once per
+  // this gap.
   absl::Duration min_tick_gap = absl::Milliseconds(10);
   // The controller also sees the rate over this many most recent arrivals
   // (at most kMaxRecentArrivals; 0: off).

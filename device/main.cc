@@ -290,7 +290,6 @@ int main(int argc, char** argv) {
     lo.controller.drain_s = absl::GetFlag(FLAGS_control_drain_ms) / 1000.0;
     lo.controller.pressure_margin = absl::GetFlag(FLAGS_control_pressure_margin);
     lo.controller.pressure_settle_s = absl::GetFlag(FLAGS_control_pressure_settle_ms) / 1000.0;
-    lo.pressure_ticks = lo.controller.pressure_margin > 0;
     lo.recent_arrivals = absl::GetFlag(FLAGS_control_recent_arrivals);
     if (lo.recent_arrivals < 0 || lo.recent_arrivals > 127) {
       return Fail(absl::InvalidArgumentError("--control_recent_arrivals must be in [0, 127]"));

@@ -114,10 +114,7 @@ int main(int argc, char** argv) {
         std::cerr << "--exits=" << mode << " needs --bundle\n";
         return 2;
       }
-      policy = bundle_policy;
-      if (mode == "bundle_never") {
-        for (float& t : policy.thresholds) t = t < 0 ? t : 2.0f;  // active exits never fire
-      }
+      policy = mode == "bundle_never" ? eenn::common::NeverFiring(bundle_policy) : bundle_policy;
     } else if (mode != "off") {
       std::cerr << "--exits entries must be off, never, bundle or bundle_never, got '" << mode << "'\n";
       return 2;

@@ -118,14 +118,23 @@ def run_client(device, images, extra=(), results=None, prefix=()):
         raise SystemExit(f"eenn-client failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
 
 
-def metric(port, series):
-    """The value of one exact series (name{labels}) on a daemon's /metrics, or
-    None when the daemon or the series is not there."""
+def metrics(port, series):
+    """The values of exact series (name{labels}) from one scrape of a daemon's
+    /metrics: {series: value} for those present (empty when the daemon is not
+    there)."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     except OSError:
-        return None
+        return {}
+    wanted, found = set(series), {}
     for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[1])
-    return None
+        name, _, value = line.rpartition(" ")
+        if name in wanted:
+            found[name] = float(value)
+    return found
+
+
+def metric(port, series):
+    """The value of one exact series (name{labels}) on a daemon's /metrics, or
+    None when the daemon or the series is not there."""
+    return metrics(port, [series]).get(series)

@@ -86,7 +86,9 @@ def svg_plot(path, windows_a, windows_b, samples, duration):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", default=os.path.join(ROOT, "..", "shared", "datasets", "cifar10", "test"))
-    ap.add_argument("--per_class", type=int, default=20, help="images per class folder (the client sends them class by class: few per class keeps every window balanced)")
+    ap.add_argument("--per_class", type=int, default=20,
+                    help="images per class folder (the client sends them class by class: few per class keeps "
+                         "every window balanced)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--queue_capacity", type=int, default=8)
     ap.add_argument("--loss_target", type=float, default=0.03)

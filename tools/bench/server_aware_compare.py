@@ -55,10 +55,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import BIN, ROOT, CpuQuota, in_parallel, log, metric, run_client, start, stop_all  # noqa: E402
+from daemon_util import BIN, ROOT, CpuQuota, in_parallel, log, metric, metrics, run_client, start, stop_all  # noqa: E402
 
 
 def run_clients(ports, images, extra_for, tmp, tag, prefix=()):
@@ -88,14 +87,10 @@ class GaugeSampler:
     def loop(self):
         while not self.done.wait(0.5):
             for port in self.ports:
-                try:
-                    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-                except OSError:
-                    continue
-                for line in text.splitlines():
-                    for key, name in self.NAMES.items():
-                        if line.startswith(name + " "):
-                            self.values[key].append(1000 * float(line.split()[1]))
+                found = metrics(port, self.NAMES.values())
+                for key, name in self.NAMES.items():
+                    if name in found:
+                        self.values[key].append(1000 * found[name])
 
     def stop(self):
         self.done.set()
