@@ -63,6 +63,15 @@ class ExitHeadImpl : public nn::Module {
       fc_ = std::make_shared<PoolLinearImpl>(in * pool * pool, cfg.hidden, classes);
       // Keys fc.0 / fc.2 directly under the head, as in the reference.
       register_module("fc", fc_->fc.ptr());
+      // The Linear layers in order, each with whether a ReLU follows it
+      // (PoolLinearImpl holds only Linear and ReLU), for PooledInference.
+      const auto layers = fc_->fc->children();
+      for (size_t i = 0; i < layers.size(); ++i) {
+        if (auto* lin = layers[i]->as<nn::Linear>()) {
+          const bool relu = i + 1 < layers.size() && layers[i + 1]->as<nn::Linear>() == nullptr;
+          linears_.push_back({lin, relu});
+        }
+      }
     }
   }
 
@@ -127,18 +136,16 @@ class ExitHeadImpl : public nn::Module {
     } else {
       BlockMeans(x.data_ptr<float>(), batch * x.size(1), x.size(2), x.size(3), pool_, cur.data());
     }
-    const auto& layers = fc_->fc->children();
     torch::Tensor out;
-    for (size_t i = 0; i < layers.size(); ++i) {
-      const auto* lin = layers[i]->as<nn::Linear>();
-      if (lin == nullptr) continue;  // a ReLU: applied by the Linear before it
-      const bool relu = i + 1 < layers.size() && layers[i + 1]->as<nn::Linear>() == nullptr;
-      const torch::Tensor w = lin->weight.contiguous();
-      const torch::Tensor b = lin->bias.defined() ? lin->bias.contiguous() : torch::Tensor();
+    for (size_t i = 0; i < linears_.size(); ++i) {
+      const nn::LinearImpl& lin = *linears_[i].linear;
+      // Parameters are contiguous unless someone assigned a strided view.
+      const torch::Tensor w = lin.weight.is_contiguous() ? lin.weight : lin.weight.contiguous();
+      torch::Tensor b = lin.bias;
+      if (b.defined() && !b.is_contiguous()) b = b.contiguous();
       const int64_t out_features = w.size(0);
-      const bool last = i + 1 >= layers.size() || (relu && i + 2 >= layers.size());
       float* dst;
-      if (last) {
+      if (i + 1 == linears_.size()) {
         out = torch::empty({batch, out_features}, torch::kFloat);
         dst = out.data_ptr<float>();
       } else {
@@ -146,18 +153,24 @@ class ExitHeadImpl : public nn::Module {
         dst = next.data();
       }
       LinearRows(cur.data(), batch, features, w.data_ptr<float>(),
-                 b.defined() ? b.data_ptr<float>() : nullptr, out_features, relu, dst);
-      if (!last) cur.swap(next);
+                 b.defined() ? b.data_ptr<float>() : nullptr, out_features, linears_[i].relu, dst);
+      cur.swap(next);
       features = out_features;
     }
     return out;
   }
+
+  struct LinearStep {
+    const nn::LinearImpl* linear;
+    bool relu;  // a ReLU follows it
+  };
 
   HeadConfig cfg_;
   int64_t pool_ = 1;
   std::shared_ptr<ConvMlpImpl> pre_logits_;
   std::shared_ptr<PoolLinearImpl> head_;
   std::shared_ptr<PoolLinearImpl> fc_;
+  std::vector<LinearStep> linears_;  // fc_'s Linear layers (pooled heads)
 };
 
 ExitPolicy NeverFiring(ExitPolicy policy) {
