@@ -89,9 +89,18 @@ class ExitHeadImpl : public nn::Module {
         y = torch::adaptive_avg_pool2d(y, {std::max<int64_t>(7, y.size(2)),
                                            std::max<int64_t>(7, y.size(3))});
       }
-      y = torch::relu(pre_logits_->fc1->forward(y));
-      if (cfg_.dropout > 0) y = torch::dropout(y, cfg_.dropout, train);
-      y = torch::relu(pre_logits_->fc2->forward(y));
+      if (!train && !torch::GradMode::is_enabled() && y.size(2) == 7 && y.size(3) == 7) {
+        // At inference on a 7 x 7 map both convolutions produce one pixel:
+        // they are matrix-vector products over the flattened map (the BLAS
+        // reads each weight once; a convolution call would first reorder
+        // the 7 x 7 kernel's hundreds of megabytes for oneDNN, every call).
+        y = torch::relu(ConvAsLinear(*pre_logits_->fc1, y.flatten(1)));
+        y = torch::relu(ConvAsLinear(*pre_logits_->fc2, y)).unsqueeze(2).unsqueeze(3);
+      } else {
+        y = torch::relu(pre_logits_->fc1->forward(y));
+        if (cfg_.dropout > 0) y = torch::dropout(y, cfg_.dropout, train);
+        y = torch::relu(pre_logits_->fc2->forward(y));
+      }
       tail = head_;
     }
     const int64_t pool = tail == fc_ ? pool_ : 1;
@@ -124,6 +133,17 @@ class ExitHeadImpl : public nn::Module {
   }
 
  private:
+  // A convolution whose kernel covers its whole input, applied to the input
+  // flattened to [B, C * kh * kw] (the weight's own order): [B, out].
+  static torch::Tensor ConvAsLinear(const nn::Conv2dImpl& conv, const torch::Tensor& flat) {
+    const torch::Tensor w = conv.weight.reshape({conv.weight.size(0), -1});
+    if (flat.size(0) == 1) {
+      torch::Tensor v = flat[0];
+      return (conv.bias.defined() ? torch::addmv(conv.bias, w, v) : torch::mv(w, v)).unsqueeze(0);
+    }
+    return conv.bias.defined() ? torch::addmm(conv.bias, flat, w.t()) : torch::mm(flat, w.t());
+  }
+
   // The pooled head at inference on a contiguous NCHW float map, in plain
   // loops (common/head_kernels.h): the same arithmetic as the modules (up to
   // float summation order), without a dozen operator dispatches per call.
@@ -152,13 +172,30 @@ class ExitHeadImpl : public nn::Module {
         next.resize(static_cast<size_t>(batch * out_features));
         dst = next.data();
       }
-      LinearRows(cur.data(), batch, features, w.data_ptr<float>(),
-                 b.defined() ? b.data_ptr<float>() : nullptr, out_features, linears_[i].relu, dst);
+      const float* w_p = w.data_ptr<float>();
+      const float* b_p = b.defined() ? b.data_ptr<float>() : nullptr;
+      const bool relu = linears_[i].relu;
+      if (batch == 1 && out_features * features >= kParallelHeadWeights) {
+        // A wide hidden layer (VGG's 512) reads megabytes of weights that the
+        // backbone evicted from the caches since the last sample: both
+        // cores' memory bandwidth, output rows split between the threads.
+        at::parallel_for(0, out_features, 32, [&](int64_t k0, int64_t k1) {
+          LinearRows(cur.data(), 1, features, w_p + k0 * features, b_p != nullptr ? b_p + k0 : nullptr,
+                     k1 - k0, relu, dst + k0);
+        });
+      } else {
+        LinearRows(cur.data(), batch, features, w_p, b_p, out_features, relu, dst);
+      }
       cur.swap(next);
       features = out_features;
     }
     return out;
   }
+
+  // Weights (elements) from which one sample's Linear layer is split between
+  // the intra-op threads (256 KB: a 10-class layer on 4 x 4 cells stays on
+  // one thread, where a parallel region would cost more than it saves).
+  static constexpr int64_t kParallelHeadWeights = 64 * 1024;
 
   struct LinearStep {
     const nn::LinearImpl* linear;
@@ -436,7 +473,9 @@ absl::StatusOr<PartialResult> EarlyExitNet::Run(const torch::Tensor& x, int begi
       // The head reads a dense feature map (on oneDNN, converting and then
       // pooling densely is faster than oneDNN's own pooling at batch 1).
       torch::Tensor features = lowered != nullptr ? ToDense(y) : y;
-      torch::Tensor logits = heads_[g]->forward(features).to(torch::kFloat).contiguous();
+      torch::Tensor logits = heads_[g]->forward(features);
+      if (logits.scalar_type() != torch::kFloat) logits = logits.to(torch::kFloat);
+      logits = logits.contiguous();  // no dispatch when it already is
       std::vector<float> conf_v;
       std::vector<int64_t> cls_v;
       RowConfidence(logits, policy.confidence, &conf_v, &cls_v);

@@ -171,6 +171,36 @@ TEST(EenNetTest, PooledHeadInferenceLoopsEqualTheModules) {
   EXPECT_EQ(EarlyExitNet::Create(bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// At inference the VGG (ImageNet) ConvMlp head on a 7 x 7 map runs its two
+// convolutions as matrix-vector products; with gradients on, as
+// convolutions. Same logits, at batch 1 and in a batch; an exit on a larger
+// map keeps the convolutions.
+TEST(EenNetTest, ConvMlpHeadAsMatrixProductsEqualsTheConvolutions) {
+  ModelSpec spec;
+  spec.architecture = "vgg11_bn";
+  spec.variant = Variant::kImagenet;
+  spec.width = 0.0625;
+  spec.exit_layers = {10};  // after the third convolution's ReLU: a 56 x 56 map
+  auto n = EarlyExitNet::Create(spec);
+  ASSERT_TRUE(n.ok()) << n.status();
+  testing::Perturb(**n, 5);
+  (*n)->eval();
+  for (int64_t batch : {1, 2}) {
+    torch::Tensor x = torch::randn({batch, 3, 224, 224});
+    std::vector<torch::Tensor> modules = (*n)->ForwardExits(x, (*n)->num_exits() - 1);
+    ASSERT_TRUE(modules.back().requires_grad());  // the module path
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> fast = (*n)->ForwardExits(x, (*n)->num_exits() - 1);
+    ASSERT_EQ(fast.size(), modules.size());
+    for (size_t g = 0; g < fast.size(); ++g) {
+      ASSERT_EQ(fast[g].sizes(), modules[g].sizes());
+      const float scale = modules[g].abs().max().item<float>() + 1e-3f;
+      EXPECT_LE((fast[g] - modules[g].detach()).abs().max().item<float>(), 1e-4f * scale)
+          << "batch " << batch << ", exit " << g;
+    }
+  }
+}
+
 class ThresholdTest : public ::testing::Test {
  protected:
   void SetUp() override {

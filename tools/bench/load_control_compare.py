@@ -42,8 +42,11 @@ from daemon_util import ROOT, CpuQuota, in_parallel, log, metric, run_client, st
 BUNDLE = os.path.join(ROOT, "models", "cifar10-resnet18")
 
 
+CLIENT_PREFIX = []
+
+
 def client(port, images, extra):
-    return run_client(f"127.0.0.1:{port}", images, extra)
+    return run_client(f"127.0.0.1:{port}", images, extra, prefix=CLIENT_PREFIX)
 
 
 
@@ -106,8 +109,15 @@ def main():
     ap.add_argument("--device_cpu_share", type=float, default=0,
                     help="limit each device to this share of a core (a cgroup v1 cpu quota, needs root; "
                          "0: no limit): a slower device, whose service time dwarfs the clients' own work")
+    ap.add_argument("--device_cpus", default="",
+                    help="taskset CPU list of both devices ('': any), e.g. 0 with --client_cpus 1: the clients "
+                         "then send on time and the devices share one core evenly")
+    ap.add_argument("--client_cpus", default="", help="taskset CPU list of the clients and the server ('': any)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    device_pin = ["taskset", "-c", a.device_cpus] if a.device_cpus else []
+    client_pin = ["taskset", "-c", a.client_cpus] if a.client_cpus else []
+    CLIENT_PREFIX[:] = client_pin
 
     tmp = tempfile.mkdtemp(prefix="eenn_ceed_")
     out_dir = a.out or tmp
@@ -124,15 +134,15 @@ def main():
     try:
         def device_prefix(name):
             if a.device_cpu_share <= 0:
-                return []
+                return device_pin
             quotas.append(CpuQuota(a.device_cpu_share, f"eenn-ceed-{name}"))
-            return quotas[-1].prefix
+            return quotas[-1].prefix + device_pin
 
         common = [f"--bundle={BUNDLE}", "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0", "--plaintext",
                   "--threads=1", f"--workers={a.workers}", f"--queue_capacity={a.queue_capacity}"]
         if a.server:
             p, srv = start("eenn-server", [f"--bundle={BUNDLE}", "--listen=127.0.0.1:0", "--metrics_address=",
-                                           "--plaintext", "--threads=1"], tmp, "server")
+                                           "--plaintext", "--threads=1"], tmp, "server", prefix=client_pin)
             procs.append(p)
             common += [f"--server=127.0.0.1:{srv['grpc_port']}", "--server_plaintext"]
         p, fixed = start("eenn-device", common, tmp, "fixed", prefix=device_prefix("fixed"))
@@ -191,6 +201,7 @@ def main():
         summary = {
             "capacity_rps": capacity, "service_ms_per_worker": service_ms, "arrivals": ra["arrivals"],
             "load_avg_1m": os.getloadavg()[0], "device_cpu_share": a.device_cpu_share,
+            "device_cpus": a.device_cpus, "client_cpus": a.client_cpus,
             "fixed": {"loss_ratio": la, "accuracy": aa, "rejected": ra["rejected"], "answered": ra["answered"]},
             "adaptive": {"loss_ratio": lb, "accuracy": ab, "rejected": rb["rejected"], "answered": rb["answered"],
                          "config_changes": changes},

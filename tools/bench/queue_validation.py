@@ -43,8 +43,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_util import BIN, ROOT, log, run_client, start  # noqa: E402
 
 
+CLIENT_PREFIX = []
+
+
 def client(device, images, *extra):
-    return run_client(device, images, extra)
+    return run_client(device, images, extra, prefix=CLIENT_PREFIX)
 
 
 def predict(rates, mean_ms, m2, workers, queue):
@@ -68,8 +71,13 @@ def main():
     ap.add_argument("--recalibrate_s", type=float, default=8)
     ap.add_argument("--deadline_ms", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--pin", type=int, default=1 if (os.cpu_count() or 1) >= 2 else 0,
+                    help="1: the device on CPU 0, the server and the client on CPU 1 (taskset), so that the "
+                         "client sends on time and the device's service time is its own; 0: no pinning")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    device_prefix, other_prefix = ((["taskset", "-c", "0"], ["taskset", "-c", "1"]) if args.pin else ([], []))
+    CLIENT_PREFIX[:] = other_prefix
 
     split = args.split
     if split == -2:
@@ -80,13 +88,13 @@ def main():
         try:
             server, sready = start("eenn-server", ["--bundle=" + args.bundle, "--listen=127.0.0.1:0",
                                                    "--metrics_address=127.0.0.1:0", "--plaintext", "--threads=1"],
-                                   tmp, "server")
+                                   tmp, "server", prefix=other_prefix)
             procs.append(server)
             device, dready = start("eenn-device", [
                 "--bundle=" + args.bundle, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
                 f"--server=127.0.0.1:{sready['grpc_port']}", "--server_plaintext", "--plaintext", "--threads=1",
                 f"--workers={args.workers}", f"--queue_capacity={args.queue_capacity}", f"--split={split}"],
-                tmp, "device")
+                tmp, "device", prefix=device_prefix)
             procs.append(device)
             addr = f"127.0.0.1:{dready['grpc_port']}"
             log(f"eenn-device at {addr}: {args.workers} worker(s), {args.queue_capacity} waiting, split {split}")
@@ -150,6 +158,7 @@ def main():
                 except subprocess.TimeoutExpired:
                     p.kill()
     result = {"bundle": args.bundle, "workers": args.workers, "queue_capacity": args.queue_capacity,
+              "pinned": bool(args.pin),
               "split": split, "duration_s": args.duration_s, "seed": args.seed,
               "service_ms": {"mean": mean_ms, "m2": m2, "scv": svc["scv"], "n": svc["n"]},
               "capacity_rps": capacity, "method": rows[0]["method"] if rows else "", "rows": rows}
