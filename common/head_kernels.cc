@@ -2,11 +2,13 @@
 
 #include <cstddef>
 #include <cstring>
+#include <vector>
 
 // The helpers below take and return GCC vectors; they are inlined into each
-// clone, so the ABI note about passing them is moot.
+// clone, so GCC's note about how such values are passed is moot.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"
-#include <vector>
+#endif
 
 namespace eenn::common {
 namespace {
