@@ -3,7 +3,7 @@
 # whole test suite (ctest) under them:
 #   tools/sanitize.sh address   # AddressSanitizer + UndefinedBehaviorSanitizer, build-asan/
 #   tools/sanitize.sh thread    # ThreadSanitizer, build-tsan/ (and an instrumented
-#                               # build of Debian's abseil, see below)
+#                               # build of Debian's abseil and gRPC, see below)
 # Any sanitizer report fails the test that triggered it (halt_on_error /
 # exitcode); the suppression files in tests/sanitizers/ name only code outside
 # this repository (the Debian libraries are not instrumented).
@@ -32,23 +32,32 @@ cmake --build "$dir" -j"${EENN_JOBS:-$(nproc)}"
 # access it guards would be reported. Build the installed abseil version from
 # Debian's own source package (checksums verified by dpkg-source), instrumented,
 # and run the tests against those libraries (same soname, same inline namespace).
+# The Debian source package of the installed binary package $1, unpacked
+# under $2/src (dpkg-source checks the checksums the .dsc lists).
+debian_source() {
+  local src ver mirror pool dsc f
+  for tool in curl dpkg-source; do
+    command -v "$tool" >/dev/null || { apt-get install -y -qq curl dpkg-dev >/dev/null; break; }
+  done
+  src=$(dpkg-query -W -f='${source:Package}' "$1")
+  ver=$(dpkg-query -W -f='${source:Version}' "$1")
+  mirror="${EENN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+  pool="$mirror/pool/main/${src:0:1}/$src"
+  dsc="${src}_${ver#*:}.dsc"
+  mkdir -p "$2"
+  curl -sSf -o "$2/$dsc" "$pool/$dsc"
+  for f in $(awk '/^Checksums-Sha256:/ {on=1; next} /^[^ ]/ {on=0} on {print $3}' "$2/$dsc"); do
+    curl -sSf -o "$2/$f" "$pool/$f"
+  done
+  rm -rf "$2/src"
+  (cd "$2" && dpkg-source -x "$dsc" src >/dev/null)
+}
+
 if [ "$kind" = thread ]; then
   absl_dir="$PWD/$dir/abseil-tsan"
   if [ ! -f "$absl_dir/lib/.complete" ]; then
-    for tool in curl dpkg-source; do
-      command -v "$tool" >/dev/null || { apt-get install -y -qq curl dpkg-dev >/dev/null; break; }
-    done
-    src=$(dpkg-query -W -f='${source:Package}' libabsl-dev)
-    ver=$(dpkg-query -W -f='${source:Version}' libabsl-dev)
-    mirror="${EENN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-    pool="$mirror/pool/main/${src:0:1}/$src"
-    rm -rf "$absl_dir" && mkdir -p "$absl_dir/dl" "$absl_dir/lib"
-    dsc="${src}_${ver#*:}.dsc"
-    curl -sSf -o "$absl_dir/dl/$dsc" "$pool/$dsc"
-    for f in $(awk '/^Checksums-Sha256:/ {on=1; next} /^[^ ]/ {on=0} on {print $3}' "$absl_dir/dl/$dsc"); do
-      curl -sSf -o "$absl_dir/dl/$f" "$pool/$f"
-    done
-    (cd "$absl_dir/dl" && dpkg-source -x "$dsc" src >/dev/null)
+    rm -rf "$absl_dir" && mkdir -p "$absl_dir/lib"
+    debian_source libabsl-dev "$absl_dir/dl"
     cmake -S "$absl_dir/dl/src" -B "$absl_dir/build" -DCMAKE_CXX_STANDARD=17 -DBUILD_SHARED_LIBS=ON \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$flags" \
       -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread" \
@@ -66,7 +75,38 @@ if [ "$kind" = thread ]; then
     for f in "$absl_dir"/lib/*.so.*.*; do ln -sf "$(basename "$f")" "${f%.0.0}"; done
     touch "$absl_dir/lib/.complete"
   fi
-  export LD_LIBRARY_PATH="$absl_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # gRPC the same way: its core orders the handing over of calls, messages
+  # and completion tags between its threads with its own atomics, which
+  # ThreadSanitizer sees only when they are instrumented. Built against the
+  # system abseil, protobuf, re2, c-ares and OpenSSL, as Debian builds it.
+  # EENN_TSAN_GRPC=0 skips it (the suppressions in tsan.supp then apply).
+  grpc_dir="$PWD/$dir/grpc-tsan"
+  if [ "${EENN_TSAN_GRPC:-1}" != 0 ] && [ ! -f "$grpc_dir/lib/.complete" ]; then
+    mkdir -p "$grpc_dir/lib"
+    [ -d "$grpc_dir/dl/src" ] || debian_source libgrpc++-dev "$grpc_dir/dl"
+    protoc_lib=$(ls /usr/lib/*/libprotoc.so.* 2>/dev/null | head -1)
+    cmake -S "$grpc_dir/dl/src" -B "$grpc_dir/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$flags" -DCMAKE_C_FLAGS_RELWITHDEBINFO="$flags" \
+      -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_C_FLAGS="-fsanitize=thread" \
+      -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread" -DCMAKE_CXX_STANDARD=17 -DBUILD_SHARED_LIBS=ON \
+      -DgRPC_ABSL_PROVIDER=package -DgRPC_CARES_PROVIDER=package -DgRPC_PROTOBUF_PROVIDER=package \
+      -DgRPC_RE2_PROVIDER=package -DgRPC_SSL_PROVIDER=package -DgRPC_ZLIB_PROVIDER=package \
+      -DgRPC_BACKWARDS_COMPATIBILITY_MODE=OFF -DgRPC_BUILD_CODEGEN=OFF -DgRPC_BUILD_GRPC_CPP_PLUGIN=OFF \
+      -DgRPC_BUILD_GRPC_CSHARP_PLUGIN=OFF -DgRPC_BUILD_GRPC_NODE_PLUGIN=OFF \
+      -DgRPC_BUILD_GRPC_OBJECTIVE_C_PLUGIN=OFF -DgRPC_BUILD_GRPC_PHP_PLUGIN=OFF \
+      -DgRPC_BUILD_GRPC_PYTHON_PLUGIN=OFF -DgRPC_BUILD_GRPC_RUBY_PLUGIN=OFF -DgRPC_BUILD_TESTS=OFF \
+      ${protoc_lib:+-DProtobuf_PROTOC_LIBRARY="$protoc_lib"} -DCMAKE_SKIP_BUILD_RPATH=ON \
+      -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+      > "$grpc_dir/cmake.log" 2>&1 || { cat "$grpc_dir/cmake.log"; exit 1; }
+    # The libraries this repository's binaries load (see ldd build/bin/eenn-device).
+    cmake --build "$grpc_dir/build" -j"${EENN_JOBS:-$(nproc)}" --target gpr grpc grpc++ \
+      grpc++_reflection upb address_sorting > "$grpc_dir/build.log" 2>&1 \
+      || { tail -50 "$grpc_dir/build.log"; exit 1; }
+    find "$grpc_dir/build" -maxdepth 1 -name 'lib*.so.*' -exec cp -P {} "$grpc_dir/lib/" \;
+    touch "$grpc_dir/lib/.complete"
+  fi
+  [ "${EENN_TSAN_GRPC:-1}" = 0 ] || grpc_libs="$grpc_dir/lib:"
+  export LD_LIBRARY_PATH="${grpc_libs:-}$absl_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
 supp="$PWD/tests/sanitizers"
