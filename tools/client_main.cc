@@ -80,6 +80,7 @@ struct Outcome {
   std::string error;
   ClassifyReply reply;
   double latency_ms = 0;
+  double done_s = 0;  // when the answer came, seconds from the start
 };
 
 // Resident set size of `pid` in KiB from /proc (0 when it cannot be read).
@@ -199,7 +200,9 @@ int main(int argc, char** argv) {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::GetFlag(FLAGS_deadline_ms)));
     const absl::Time t0 = absl::Now();
     grpc::Status s = stub->Classify(&ctx, req, &o.reply);
-    o.latency_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+    const absl::Time t1 = absl::Now();
+    o.latency_ms = absl::ToDoubleMilliseconds(t1 - t0);
+    o.done_s = absl::ToDoubleSeconds(t1 - start);
     o.done = true;
     o.code = s.error_code();
     o.error = s.error_message();
@@ -257,7 +260,9 @@ int main(int argc, char** argv) {
       }
       async->Classify(&c->ctx, &c->req, &o.reply, [&, i, target](grpc::Status s) {
         Outcome& out = outcomes[i];
-        out.latency_ms = absl::ToDoubleMilliseconds(absl::Now() - target);
+        const absl::Time t1 = absl::Now();
+        out.latency_ms = absl::ToDoubleMilliseconds(t1 - target);
+        out.done_s = absl::ToDoubleSeconds(t1 - start);
         out.code = s.error_code();
         out.error = s.error_message();
         out.done = true;
@@ -331,7 +336,7 @@ int main(int argc, char** argv) {
   std::map<std::string, int64_t> decided{{"device", 0}, {"server", 0}, {"fallback", 0}};
   std::map<int, int64_t> exits;
   std::map<std::string, int64_t> errors;
-  std::vector<double> lat, service;
+  std::vector<double> lat, service, answered_at;
   int64_t lost = 0;
   // Open loop: what became of each arrival, for the windows.
   std::vector<eenn::common::RequestRecord> records;
@@ -373,6 +378,7 @@ int main(int argc, char** argv) {
     }
     ++answered;
     lat.push_back(o.latency_ms);
+    answered_at.push_back(o.done_s);
     // The device's own receipt-to-reply time less its input-queue wait: what
     // the split planner predicts (no client hop, no queueing).
     service.push_back((o.reply.timings().total_us() - o.reply.timings().queue_us()) / 1000.0);
@@ -417,6 +423,13 @@ int main(int argc, char** argv) {
   }
   const eenn::common::TimeStats service_ms = eenn::common::ComputeTimeStats(service);
   const eenn::common::ServiceMoments service_moments = eenn::common::ComputeServiceMoments(service);
+  // Gaps between consecutive answers: while the device is never idle (closed
+  // loop with more requests in flight than it has workers), its service
+  // process as the callers see it, with everything else that ran on its cores.
+  std::sort(answered_at.begin(), answered_at.end());
+  std::vector<double> gaps_ms;
+  for (size_t i = 1; i < answered_at.size(); ++i) gaps_ms.push_back(1000.0 * (answered_at[i] - answered_at[i - 1]));
+  const eenn::common::ServiceMoments gap_moments = eenn::common::ComputeServiceMoments(gaps_ms);
   nlohmann::json summary = {
       {"device", absl::GetFlag(FLAGS_device)},
       {"model", info.model_name()},
@@ -437,6 +450,9 @@ int main(int argc, char** argv) {
       {"device_service_ms",
        {{"mean", service_ms.mean}, {"p50", service_ms.p50}, {"p90", service_ms.p90}, {"p99", service_ms.p99},
         {"m2", service_moments.second_moment}, {"scv", service_moments.scv}, {"n", service_moments.n}}},
+      {"answer_gap_ms",
+       {{"mean", gap_moments.mean}, {"m2", gap_moments.second_moment}, {"scv", gap_moments.scv},
+        {"n", gap_moments.n}}},
       {"decided", decided},
       {"bytes_per_offload", offloaded > 0 ? static_cast<double>(offload_bytes) / offloaded : 0.0},
       {"offloaded", offloaded},

@@ -109,6 +109,14 @@ TEST_F(OpenLoopTest, PoissonOverloadIsRefusedAndReportedPerWindow) {
   EXPECT_EQ(s["windows"][1]["end_s"], 2.0);
   EXPECT_FALSE(s["totals"]["accuracy"].is_null());  // folder names are class names
   EXPECT_GT(s["device_service_ms"]["m2"].get<double>(), 0);
+  // Gaps between consecutive answers: one fewer than the answers, within the
+  // run, and with one worker kept busy no shorter on average than half its
+  // own timing of a request (answers cannot come faster than it serves).
+  const auto& gap = s["answer_gap_ms"];
+  EXPECT_EQ(gap["n"].get<int64_t>(), s["answered"].get<int64_t>() - 1) << s.dump();
+  EXPECT_LE(gap["mean"].get<double>() * gap["n"].get<double>(), 1000 * s["wall_s"].get<double>());
+  EXPECT_GE(gap["mean"].get<double>(), 0.5 * s["device_service_ms"]["mean"].get<double>()) << s.dump();
+  EXPECT_GT(gap["scv"].get<double>(), 0);
   // The CSV: a header and one line per window.
   std::istringstream in(testing::ReadAll(csv));
   std::string line;

@@ -14,10 +14,10 @@ the only queue: the server stays connected but idle), then:
   2. for each rate: a short closed-loop calibration at concurrency 1 right
      before (--recalibrate_s), whose service-time mean and second moment give
      the prediction "pred(cal)"; a closed-loop run at concurrency workers + 2
-     (the device always busy, never full) whose throughput gives the mean
-     service time as the queue sees it (with the reply hand-off and the gRPC
-     threads competing for the cores, which the reply timings leave out), and
-     with the SCV of its reply timings the prediction "pred(sat)"; then open-loop Poisson arrivals (eenn-client
+     (the device always busy, never full) whose gaps between answers give
+     the mean and SCV of the service time as the queue sees it (with the
+     reply hand-off and the gRPC threads competing for the cores, which the
+     reply timings leave out): the prediction "pred(sat)"; then open-loop Poisson arrivals (eenn-client
      --arrivals poisson:RATE) for --duration_s with a deadline long enough
      that nothing times out, so every loss is a RESOURCE_EXHAUSTED refusal of
      a full queue; the service-time moments measured during that run give
@@ -115,8 +115,13 @@ def main():
                 pred = predict([rate], pre["mean"], pre["m2"], args.workers, args.queue_capacity)[0]
                 sat = client(addr, args.images, f"--concurrency={args.workers + 2}",
                              f"--duration_s={args.recalibrate_s}", f"--deadline_ms={args.deadline_ms}")
-                sat_ms = args.workers * 1000.0 * sat["wall_s"] / max(1, sat["answered"])
-                sat_scv = sat["device_service_ms"]["scv"]
+                # Never idle, the device's gaps between answers are its service
+                # times as a queue sees them (with the gRPC threads' work and
+                # whatever else ran on its core); with several workers, the
+                # gaps times the workers.
+                gap = sat["answer_gap_ms"]
+                sat_ms = args.workers * gap["mean"]
+                sat_scv = gap["scv"]
                 pred_sat = predict([rate], sat_ms, sat_ms * sat_ms * (1 + sat_scv), args.workers,
                                    args.queue_capacity)[0]
                 r = client(addr, args.images, f"--arrivals=poisson:{rate:.4f}", f"--duration_s={args.duration_s}",
