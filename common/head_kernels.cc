@@ -16,7 +16,9 @@ namespace {
 // Each kernel is compiled for AVX2 + FMA and for the baseline, picked at load
 // time by the CPU (GCC function multi-versioning): the build stays portable
 // and a head's matrix-vector product runs at twice the width where it can.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Not under ThreadSanitizer: the clone's resolver runs while the executable
+// is relocated, before the sanitizer's runtime, and crashes it at start.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define EENN_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define EENN_KERNEL
@@ -34,10 +36,10 @@ inline V8 Load8(const float* p) {
   return v;
 }
 
-inline void Store8(float* p, V8 v) { std::memcpy(p, &v, sizeof(v)); }
+inline void Store8(float* p, const V8& v) { std::memcpy(p, &v, sizeof(v)); }
 
 // The eight lanes, pairwise.
-inline float Reduce8(V8 v) {
+inline float Reduce8(const V8& v) {
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 

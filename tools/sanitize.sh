@@ -98,9 +98,11 @@ if [ "$kind" = thread ]; then
       ${protoc_lib:+-DProtobuf_PROTOC_LIBRARY="$protoc_lib"} -DCMAKE_SKIP_BUILD_RPATH=ON \
       -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
       > "$grpc_dir/cmake.log" 2>&1 || { cat "$grpc_dir/cmake.log"; exit 1; }
-    # The libraries this repository's binaries load (see ldd build/bin/eenn-device).
+    # The libraries this repository's binaries load (see ldd build/bin/eenn-device),
+    # but grpc++_reflection: gRPC defines it only with its code generators,
+    # which need protoc's headers; the system copy loads this grpc++ (same soname).
     cmake --build "$grpc_dir/build" -j"${EENN_JOBS:-$(nproc)}" --target gpr grpc grpc++ \
-      grpc++_reflection upb address_sorting > "$grpc_dir/build.log" 2>&1 \
+      upb address_sorting > "$grpc_dir/build.log" 2>&1 \
       || { tail -50 "$grpc_dir/build.log"; exit 1; }
     find "$grpc_dir/build" -maxdepth 1 -name 'lib*.so.*' -exec cp -P {} "$grpc_dir/lib/" \;
     touch "$grpc_dir/lib/.complete"
