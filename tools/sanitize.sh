@@ -79,7 +79,7 @@ if [ "$kind" = thread ]; then
   # and completion tags between its threads with its own atomics, which
   # ThreadSanitizer sees only when they are instrumented. Built against the
   # system abseil, protobuf, re2, c-ares and OpenSSL, as Debian builds it.
-  # EENN_TSAN_GRPC=0 skips it (the suppressions in tsan.supp then apply).
+  # EENN_TSAN_GRPC=0 skips it (tests/sanitizers/tsan-grpc.supp then applies too).
   grpc_dir="$PWD/$dir/grpc-tsan"
   if [ "${EENN_TSAN_GRPC:-1}" != 0 ] && [ ! -f "$grpc_dir/lib/.complete" ]; then
     mkdir -p "$grpc_dir/lib"
@@ -120,7 +120,14 @@ rm -rf "$reports" && mkdir -p "$reports"
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=0:exitcode=86:detect_leaks=1:detect_odr_violation=0:suppressions=$supp/asan.supp:log_path=$reports/asan"
 export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=86:suppressions=$supp/ubsan.supp:log_path=$reports/ubsan"
-export TSAN_OPTIONS="halt_on_error=1:exitcode=86:second_deadlock_stack=1:suppressions=$supp/tsan.supp:log_path=$reports/tsan"
+# ThreadSanitizer's suppressions: tsan.supp, and with an uninstrumented gRPC
+# (EENN_TSAN_GRPC=0) tsan-grpc.supp too.
+tsan_supp="$PWD/$dir/tsan.supp"
+if [ "$kind" = thread ]; then
+  cat "$supp/tsan.supp" > "$tsan_supp"
+  [ "${EENN_TSAN_GRPC:-1}" != 0 ] || cat "$supp/tsan-grpc.supp" >> "$tsan_supp"
+fi
+export TSAN_OPTIONS="halt_on_error=1:exitcode=86:second_deadlock_stack=1:suppressions=$tsan_supp:log_path=$reports/tsan"
 # Sanitized code runs several times slower: one test binary at a time per core,
 # longer timeouts.
 status=0
