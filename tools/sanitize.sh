@@ -55,8 +55,8 @@ debian_source() {
 
 if [ "$kind" = thread ]; then
   absl_dir="$PWD/$dir/abseil-tsan"
-  if [ ! -f "$absl_dir/lib/.complete" ]; then
-    rm -rf "$absl_dir" && mkdir -p "$absl_dir/lib"
+  if [ ! -f "$absl_dir/build/.complete" ]; then
+    rm -rf "$absl_dir"
     debian_source libabsl-dev "$absl_dir/dl"
     cmake -S "$absl_dir/dl/src" -B "$absl_dir/build" -DCMAKE_CXX_STANDARD=17 -DBUILD_SHARED_LIBS=ON \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$flags" \
@@ -66,14 +66,21 @@ if [ "$kind" = thread ]; then
     # may be bound to its copy in any of them.
     cmake --build "$absl_dir/build" -j"${EENN_JOBS:-$(nproc)}" > "$absl_dir/build.log" 2>&1 \
       || { tail -50 "$absl_dir/build.log"; exit 1; }
+    touch "$absl_dir/build/.complete"
+  fi
+  # lib/: every library, for a run with gRPC instrumented too. lib-plain-grpc/:
+  # all but the value types gRPC shares between its own threads (Status, Cord,
+  # strings), for a run with Debian's uninstrumented gRPC (EENN_TSAN_GRPC=0):
+  # instrumented, they would be checked on gRPC's behalf while gRPC's ordering
+  # stays invisible. They hold no synchronization of ours.
+  if [ ! -f "$absl_dir/lib-plain-grpc/.complete" ]; then
+    rm -rf "$absl_dir/lib" "$absl_dir/lib-plain-grpc" && mkdir -p "$absl_dir/lib" "$absl_dir/lib-plain-grpc"
     find "$absl_dir/build" -name 'libabsl_*.so.*.*' -exec cp {} "$absl_dir/lib/" \;
-    # ... except the value types gRPC shares between its own threads (Status,
-    # Cord, strings): instrumented, they are checked on gRPC's behalf while
-    # gRPC's ordering stays invisible. They hold no synchronization of ours.
-    rm -f "$absl_dir"/lib/libabsl_{status,statusor,cord,cord_internal,strings,strings_internal,str_format_internal}.so.* \
-      "$absl_dir"/lib/libabsl_cordz_*.so.*
-    for f in "$absl_dir"/lib/*.so.*.*; do ln -sf "$(basename "$f")" "${f%.0.0}"; done
-    touch "$absl_dir/lib/.complete"
+    cp "$absl_dir"/lib/*.so.*.* "$absl_dir/lib-plain-grpc/"
+    rm -f "$absl_dir"/lib-plain-grpc/libabsl_{status,statusor,cord,cord_internal,strings,strings_internal,str_format_internal}.so.* \
+      "$absl_dir"/lib-plain-grpc/libabsl_cordz_*.so.*
+    for f in "$absl_dir"/lib/*.so.*.* "$absl_dir"/lib-plain-grpc/*.so.*.*; do ln -sf "$(basename "$f")" "${f%.0.0}"; done
+    touch "$absl_dir/lib-plain-grpc/.complete"
   fi
   # gRPC the same way: its core orders the handing over of calls, messages
   # and completion tags between its threads with its own atomics, which
@@ -107,8 +114,12 @@ if [ "$kind" = thread ]; then
     find "$grpc_dir/build" -maxdepth 1 -name 'lib*.so.*' -exec cp -P {} "$grpc_dir/lib/" \;
     touch "$grpc_dir/lib/.complete"
   fi
-  [ "${EENN_TSAN_GRPC:-1}" = 0 ] || grpc_libs="$grpc_dir/lib:"
-  export LD_LIBRARY_PATH="${grpc_libs:-}$absl_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  if [ "${EENN_TSAN_GRPC:-1}" = 0 ]; then
+    tsan_libs="$absl_dir/lib-plain-grpc"
+  else
+    tsan_libs="$grpc_dir/lib:$absl_dir/lib"
+  fi
+  export LD_LIBRARY_PATH="$tsan_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
 supp="$PWD/tests/sanitizers"
