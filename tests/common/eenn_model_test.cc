@@ -128,6 +128,23 @@ TEST(EenNetTest, AllExitsForwardShape) {
   }
 }
 
+// Every exit's logits for `x` with gradients on (the heads' modules) and off
+// (their inference paths) agree within `tol` of the largest logit.
+void ExpectInferenceEqualsModules(EarlyExitNet& net, const torch::Tensor& x, float tol,
+                                  const std::string& context) {
+  std::vector<torch::Tensor> modules = net.ForwardExits(x, net.num_exits() - 1);
+  ASSERT_TRUE(modules[0].requires_grad()) << context;  // the module path
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> fast = net.ForwardExits(x, net.num_exits() - 1);
+  ASSERT_EQ(fast.size(), modules.size()) << context;
+  for (size_t g = 0; g < fast.size(); ++g) {
+    ASSERT_EQ(fast[g].sizes(), modules[g].sizes()) << context;
+    const float scale = modules[g].abs().max().item<float>() + 1e-3f;
+    EXPECT_LE((fast[g] - modules[g].detach()).abs().max().item<float>(), tol * scale)
+        << context << ", exit " << g;
+  }
+}
+
 // At inference a pooled head runs as plain loops (common/head_kernels.h);
 // with gradients on it runs its modules. Both give the same logits, with and
 // without a hidden layer, with global and 2x2/4x4 exit pooling, at batch 1 and
@@ -147,17 +164,9 @@ TEST(EenNetTest, PooledHeadInferenceLoopsEqualTheModules) {
     (*n)->eval();
     for (int64_t batch : {1, 3}) {
       torch::Tensor x = torch::randn({batch, 3, pool == 2 ? 36 : 32, pool == 2 ? 28 : 32});
-      std::vector<torch::Tensor> modules = (*n)->ForwardExits(x, (*n)->num_exits() - 1);
-      ASSERT_TRUE(modules[0].requires_grad());  // the module path
-      torch::NoGradGuard no_grad;
-      std::vector<torch::Tensor> loops = (*n)->ForwardExits(x, (*n)->num_exits() - 1);
-      ASSERT_EQ(loops.size(), modules.size());
-      for (size_t g = 0; g < loops.size(); ++g) {
-        ASSERT_EQ(loops[g].sizes(), modules[g].sizes());
-        const float scale = modules[g].abs().max().item<float>() + 1e-3f;
-        EXPECT_LE((loops[g] - modules[g].detach()).abs().max().item<float>(), 1e-5f * scale)
-            << "hidden " << hidden << ", pool " << pool << ", batch " << batch << ", exit " << g;
-      }
+      ExpectInferenceEqualsModules(**n, x, 1e-5f,
+                                   "hidden " + std::to_string(hidden) + ", pool " + std::to_string(pool) +
+                                       ", batch " + std::to_string(batch));
     }
   }
   ModelSpec bad;
@@ -186,18 +195,8 @@ TEST(EenNetTest, ConvMlpHeadAsMatrixProductsEqualsTheConvolutions) {
   testing::Perturb(**n, 5);
   (*n)->eval();
   for (int64_t batch : {1, 2}) {
-    torch::Tensor x = torch::randn({batch, 3, 224, 224});
-    std::vector<torch::Tensor> modules = (*n)->ForwardExits(x, (*n)->num_exits() - 1);
-    ASSERT_TRUE(modules.back().requires_grad());  // the module path
-    torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> fast = (*n)->ForwardExits(x, (*n)->num_exits() - 1);
-    ASSERT_EQ(fast.size(), modules.size());
-    for (size_t g = 0; g < fast.size(); ++g) {
-      ASSERT_EQ(fast[g].sizes(), modules[g].sizes());
-      const float scale = modules[g].abs().max().item<float>() + 1e-3f;
-      EXPECT_LE((fast[g] - modules[g].detach()).abs().max().item<float>(), 1e-4f * scale)
-          << "batch " << batch << ", exit " << g;
-    }
+    ExpectInferenceEqualsModules(**n, torch::randn({batch, 3, 224, 224}), 1e-4f,
+                                 "batch " + std::to_string(batch));
   }
 }
 
