@@ -12,6 +12,23 @@
 namespace eenn::common {
 namespace {
 
+absl::Status Validate(const QueueModel& m);
+
+// m with service_mean_s and service_scv taken from its samples (if any).
+absl::StatusOr<QueueModel> WithSampleMoments(const QueueModel& m) {
+  if (m.service_samples_s.empty()) return m;
+  for (double s : m.service_samples_s) {
+    if (!(s >= 0) || !std::isfinite(s)) {
+      return absl::InvalidArgumentError(absl::StrCat("service-time sample ", s, " must be finite and >= 0"));
+    }
+  }
+  const ServiceMoments mo = ComputeServiceMoments(m.service_samples_s);
+  QueueModel out = m;
+  out.service_mean_s = mo.mean;
+  out.service_scv = mo.scv;
+  return out;
+}
+
 absl::Status Validate(const QueueModel& m) {
   if (!(m.arrival_rate >= 0) || !std::isfinite(m.arrival_rate)) {
     return absl::InvalidArgumentError(absl::StrCat("arrival rate ", m.arrival_rate, " must be >= 0"));
@@ -133,7 +150,10 @@ absl::StatusOr<PhaseType> FitPhaseType(double mean, double scv) {
   return ph;
 }
 
-absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& m) {
+absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& given) {
+  auto with_moments = WithSampleMoments(given);
+  if (!with_moments.ok()) return with_moments.status();
+  const QueueModel& m = *with_moments;
   if (auto s = Validate(m); !s.ok()) return s;
   if (m.servers != 1) return absl::InvalidArgumentError("the M/G/1/K embedded chain needs servers == 1");
   const int K = m.capacity;
@@ -145,7 +165,16 @@ absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& m) {
   }
   // a[j]: probability of j arrivals during one service.
   std::vector<double> a(K, 0.0);
-  if (m.service_scv < 1e-9) {  // deterministic: Poisson(rho)
+  const bool empirical = !m.service_samples_s.empty();
+  if (empirical) {  // the average of Poisson(lambda s) over the samples s
+    for (double s : m.service_samples_s) {
+      const double ls = m.arrival_rate * s;
+      for (int j = 0; j < K; ++j) {
+        a[j] += ls > 0 ? std::exp(-ls + j * std::log(ls) - std::lgamma(j + 1.0)) : (j == 0 ? 1.0 : 0.0);
+      }
+    }
+    for (double& x : a) x /= static_cast<double>(m.service_samples_s.size());
+  } else if (m.service_scv < 1e-9) {  // deterministic: Poisson(rho)
     for (int j = 0; j < K; ++j) a[j] = std::exp(-rho + j * std::log(rho) - std::lgamma(j + 1.0));
   } else {  // gamma(shape alpha, scale theta): negative binomial
     const double alpha = 1 / m.service_scv;
@@ -181,10 +210,17 @@ absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& m) {
   std::vector<double> p(K + 1, 0.0);
   for (int j = 0; j < K; ++j) p[j] = std::max(0.0, b[j]) / denom;
   p[K] = std::max(0.0, 1 - 1 / denom);
-  return Finish(m, std::move(p), m.service_scv < 1e-9 ? "M/D/1/K embedded chain" : "M/G/1/K embedded chain (gamma service)");
+  return Finish(m, std::move(p),
+                empirical ? absl::StrCat("M/G/1/K embedded chain (empirical service, ", m.service_samples_s.size(),
+                                         " samples)")
+                : m.service_scv < 1e-9 ? "M/D/1/K embedded chain"
+                                       : "M/G/1/K embedded chain (gamma service)");
 }
 
-absl::StatusOr<QueueResult> SolveMPHcK(const QueueModel& m) {
+absl::StatusOr<QueueResult> SolveMPHcK(const QueueModel& given) {
+  auto with_moments = WithSampleMoments(given);
+  if (!with_moments.ok()) return with_moments.status();
+  const QueueModel& m = *with_moments;
   if (auto s = Validate(m); !s.ok()) return s;
   auto fit = FitPhaseType(m.service_mean_s, m.service_scv);
   if (!fit.ok()) return fit.status();
@@ -314,8 +350,86 @@ QueueResult SolveMMcK(const QueueModel& m) {
 }
 
 absl::StatusOr<QueueResult> SolveQueue(const QueueModel& m) {
-  if (auto s = Validate(m); !s.ok()) return s;
+  auto with_moments = WithSampleMoments(m);
+  if (!with_moments.ok()) return with_moments.status();
+  if (auto s = Validate(*with_moments); !s.ok()) return s;
   return m.servers == 1 ? SolveMG1K(m) : SolveMPHcK(m);
+}
+
+absl::StatusOr<QueueResult> SolveSlowlyVarying(const QueueModel& m, const std::vector<ServiceRegime>& regimes) {
+  if (regimes.empty()) return absl::InvalidArgumentError("no service regimes");
+  double total_weight = 0;
+  for (const ServiceRegime& g : regimes) {
+    if (!(g.weight >= 0) || !std::isfinite(g.weight)) {
+      return absl::InvalidArgumentError(absl::StrCat("regime weight ", g.weight, " must be >= 0"));
+    }
+    total_weight += g.weight;
+  }
+  if (!(total_weight > 0)) return absl::InvalidArgumentError("every regime weight is 0");
+  QueueResult r;
+  r.p.assign(m.capacity + 1, 0.0);
+  double mean_service = 0, busy = 0;
+  std::string method;
+  for (const ServiceRegime& g : regimes) {
+    if (g.weight == 0) continue;
+    const double w = g.weight / total_weight;
+    QueueModel one = m;
+    one.service_mean_s = g.service_mean_s;
+    one.service_scv = g.service_scv;
+    one.service_samples_s.clear();
+    auto s = SolveQueue(one);
+    if (!s.ok()) return s.status();
+    r.loss_probability += w * s->loss_probability;
+    r.mean_in_system += w * s->mean_in_system;
+    r.throughput += w * s->throughput;
+    busy += w * s->throughput * g.service_mean_s;
+    mean_service += w * g.service_mean_s;
+    for (size_t n = 0; n < r.p.size() && n < s->p.size(); ++n) r.p[n] += w * s->p[n];
+    if (method.empty()) method = s->method;
+  }
+  r.mean_sojourn_s = r.throughput > 0 ? r.mean_in_system / r.throughput : mean_service;
+  // Accepted requests are served at the speed of the regime they came in.
+  const double served_mean = r.throughput > 0 ? busy / r.throughput : mean_service;
+  r.mean_wait_s = std::max(0.0, r.mean_sojourn_s - served_mean);
+  r.utilization = busy / m.servers;
+  r.method = absl::StrCat(method, ", averaged over ", regimes.size(), " service-speed regimes");
+  return r;
+}
+
+std::vector<ServiceRegime> RegimesFromWindows(const std::vector<std::vector<double>>& windows) {
+  std::vector<double> means;
+  std::vector<int64_t> counts;
+  double within = 0, grand = 0;
+  int64_t n_total = 0;
+  for (const auto& w : windows) {
+    if (w.size() < 2) continue;
+    const ServiceMoments s = ComputeServiceMoments(w);
+    if (!(s.mean > 0)) continue;
+    means.push_back(s.mean);
+    counts.push_back(s.n);
+    within += s.scv * static_cast<double>(s.n);
+    grand += s.mean * static_cast<double>(s.n);
+    n_total += s.n;
+  }
+  std::vector<ServiceRegime> out;
+  if (means.empty()) return out;
+  within /= static_cast<double>(n_total);
+  grand /= static_cast<double>(n_total);
+  const double k = static_cast<double>(means.size());
+  double observed = 0, noise = 0;
+  for (size_t i = 0; i < means.size(); ++i) {
+    observed += (means[i] - grand) * (means[i] - grand) / k;
+    noise += within * means[i] * means[i] / static_cast<double>(counts[i]) / k;
+  }
+  const double shrink = observed > noise ? std::sqrt(1 - noise / observed) : 0.0;
+  for (double mean : means) {
+    ServiceRegime g;
+    g.weight = 1;
+    g.service_mean_s = grand + shrink * (mean - grand);
+    g.service_scv = within;
+    out.push_back(g);
+  }
+  return out;
 }
 
 ServiceMoments ComputeServiceMoments(const std::vector<double>& samples) {

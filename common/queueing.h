@@ -52,6 +52,14 @@ struct QueueModel {
   double service_scv = 1;      // Var[S] / E[S]^2 (0: deterministic, 1: exponential)
   int servers = 1;             // c: requests processed at once (eenn-device --workers)
   int capacity = 1;            // K >= c: in service plus waiting (--queue_capacity + --workers)
+  // Optional: observed service times (seconds). When given they replace the
+  // two-moment fit: with c = 1 the embedded chain takes its arrivals-per-
+  // service probabilities from this empirical distribution itself (exact for
+  // it, tail included: a rare long stall fills a short queue far more often
+  // than a gamma with the same mean and SCV predicts); with c > 1 the
+  // phase-type fit uses the samples' mean and SCV. service_mean_s and
+  // service_scv are then ignored.
+  std::vector<double> service_samples_s;
 };
 
 struct QueueResult {
@@ -67,6 +75,35 @@ struct QueueResult {
 
 // The queue's loss probability and delays by the method for its c (above).
 absl::StatusOr<QueueResult> SolveQueue(const QueueModel& m);
+
+// A service speed that drifts slowly: the device's service times come from
+// one of several regimes (a shared or thermally throttled CPU runs faster or
+// slower for seconds at a time), regime i for a share weight[i] of the time,
+// each with its own service mean and SCV. When a regime lasts much longer than
+// the queue takes to settle (K service times), the queue is stationary within
+// each, and the loss ratio is the time average of the regimes' losses (the
+// quasi-static limit of a queue with Markov-modulated service; arrivals are
+// Poisson at the same rate throughout, so by PASTA the share of arrivals lost
+// is that time average too). Because loss grows convexly with the load below
+// saturation, a drifting speed loses more than a steady one of the same mean.
+struct ServiceRegime {
+  double weight = 1;          // share of the time (normalised over the regimes)
+  double service_mean_s = 0;  // E[S] in this regime
+  double service_scv = 1;     // Var[S] / E[S]^2 within this regime
+};
+// Loss, L, throughput and p[n] averaged over the regimes (each solved by
+// SolveQueue with m's rate, servers and capacity); W = L / throughput.
+// InvalidArgument for no regimes, a weight < 0 or all weights 0.
+absl::StatusOr<QueueResult> SolveSlowlyVarying(const QueueModel& m, const std::vector<ServiceRegime>& regimes);
+
+// Regimes from service times (seconds) observed in consecutive windows of time: one
+// regime per window with its sample mean, equally weighted, and the SCV
+// pooled within windows. Each window mean carries sampling noise of variance
+// SCV E[S]^2 / n besides the drift, so the window means are shrunk towards
+// their overall mean by sqrt(1 - noise / observed variance) (none left when
+// the spread is no more than noise: one steady regime). Windows with fewer
+// than 2 samples are skipped.
+std::vector<ServiceRegime> RegimesFromWindows(const std::vector<std::vector<double>>& windows);
 
 // M/G/1/K by the embedded Markov chain with gamma-fitted service (c must be 1).
 absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& m);

@@ -310,6 +310,7 @@ class EdgeEngine::Impl {
       Item item = std::move(queue_.front());
       queue_.pop_front();
       ++running_;
+      const absl::Time busy_from = absl::Now();
       if (metrics_) metrics_->queue_depth->Set(static_cast<double>(queue_.size()));
       mu_.Unlock();
       int config = -1;
@@ -335,6 +336,7 @@ class EdgeEngine::Impl {
         }
       }
       item.done(std::move(out));
+      if (metrics_) metrics_->worker_busy_seconds->Increment(absl::ToDoubleSeconds(absl::Now() - busy_from));
       mu_.Lock();
       --running_;
     }

@@ -55,6 +55,12 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
                     .Register(registry);
   for (int l : exit_layers) exits_[l] = &exits.Add({{"exit_layer", std::to_string(l)}});
   queue_depth = &BuildGauge().Name("eenn_device_queue_depth").Help("Requests waiting in the input queue").Register(registry).Add({});
+  worker_busy_seconds = &BuildCounter()
+                             .Name("eenn_device_worker_busy_seconds_total")
+                             .Help("Wall time the workers spent on requests, from taking one off the queue to being "
+                                   "ready for the next (reply hand-off included)")
+                             .Register(registry)
+                             .Add({});
   queue_capacity = &BuildGauge()
                         .Name("eenn_device_queue_capacity")
                         .Help("Requests the input queue holds before rejecting")

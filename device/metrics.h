@@ -42,6 +42,11 @@ class DeviceMetrics {
   prometheus::Counter* received_bytes;
   prometheus::Counter* offloads;
   prometheus::Gauge* queue_depth;
+  // Wall time the workers spent on requests, from taking one off the queue
+  // to being ready for the next (reply hand-off included): over the requests
+  // done, the mean service time as the queue sees it; its rate over the
+  // workers, their utilisation.
+  prometheus::Counter* worker_busy_seconds;
   prometheus::Gauge* queue_capacity;
   prometheus::Gauge* split_layer;
   prometheus::Gauge* server_available;

@@ -21,6 +21,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -45,6 +46,9 @@ ABSL_FLAG(int, concurrency, 4, "Requests in flight at once.");
 ABSL_FLAG(int, deadline_ms, 30000, "Deadline of each request.");
 ABSL_FLAG(int, split, -1, "Pin this split layer for every request (-1: the device's own).");
 ABSL_FLAG(int64_t, limit, 0, "Classify at most this many files (0 = all).");
+ABSL_FLAG(bool, shuffle, false,
+          "Send the files in a random order (by --seed) rather than as listed (class folders one after another: "
+          "the inputs' difficulty, so the device's service time, then drifts class by class).");
 ABSL_FLAG(bool, json, false, "Print the summary as one JSON object.");
 ABSL_FLAG(std::string, results, "", "Write one JSON line per request to this file.");
 ABSL_FLAG(bool, quiet, false, "No progress line.");
@@ -63,8 +67,11 @@ ABSL_FLAG(std::string, arrivals, "",
           "lines starting with # are skipped). poisson and onoff need --duration_s; a trace runs to its "
           "last arrival or to --duration_s. Files are sent in turn, cycling. Each request carries "
           "--deadline_ms from its arrival time; an answer after it counts as missed.");
-ABSL_FLAG(uint64_t, seed, 1, "Open loop: seed of the arrival process.");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of the arrival process (open loop) and of --shuffle.");
 ABSL_FLAG(double, window_s, 1, "Open loop: length of the report windows (by arrival time), seconds.");
+ABSL_FLAG(int, regime_requests, 250,
+          "Gaps between answers in windows of this many answers make the service-speed regimes "
+          "(answer_gap_ms.regimes_ms: its drift while the device is never idle).");
 ABSL_FLAG(std::string, windows_csv, "", "Open loop: write the per-window figures to this CSV file.");
 
 namespace {
@@ -110,6 +117,10 @@ int main(int argc, char** argv) {
   if (inputs.empty()) return Fail("give image files or folders to classify");
   auto files = eenn::common::ListImageFiles(inputs);
   if (!files.ok()) return Fail(files.status().ToString());
+  if (absl::GetFlag(FLAGS_shuffle)) {
+    std::mt19937_64 rng(absl::GetFlag(FLAGS_seed));
+    std::shuffle(files->begin(), files->end(), rng);
+  }
   if (absl::GetFlag(FLAGS_limit) > 0 && static_cast<int64_t>(files->size()) > absl::GetFlag(FLAGS_limit)) {
     files->resize(static_cast<size_t>(absl::GetFlag(FLAGS_limit)));
   }
@@ -410,6 +421,7 @@ int main(int argc, char** argv) {
     line["exit_layer"] = o.reply.exit_layer();
     line["decided"] = where;
     line["latency_ms"] = o.latency_ms;
+    line["service_ms"] = service.back();
     line["offload_bytes"] = o.reply.offload_bytes();
     if (!o.reply.fallback_reason().empty()) line["fallback_reason"] = o.reply.fallback_reason();
     if (results.is_open()) results << line.dump() << "\n";
@@ -430,6 +442,38 @@ int main(int argc, char** argv) {
   std::vector<double> gaps_ms;
   for (size_t i = 1; i < answered_at.size(); ++i) gaps_ms.push_back(1000.0 * (answered_at[i] - answered_at[i - 1]));
   const eenn::common::ServiceMoments gap_moments = eenn::common::ComputeServiceMoments(gaps_ms);
+  // The same gaps in windows of --regime_requests consecutive answers: how
+  // the service speed drifted during the run (with the inputs' difficulty, or
+  // the machine's speed), as regimes for the queue model (common/queueing.h,
+  // RegimesFromWindows), each for an equal share of the requests.
+  const size_t regime_requests = static_cast<size_t>(std::max(2, absl::GetFlag(FLAGS_regime_requests)));
+  std::vector<std::vector<double>> gap_windows;
+  for (size_t i = 0; i + regime_requests <= gaps_ms.size(); i += regime_requests) {
+    std::vector<double> w;
+    for (size_t j = i; j < i + regime_requests; ++j) w.push_back(gaps_ms[j] / 1000.0);
+    gap_windows.push_back(std::move(w));
+  }
+  // Regimes as JSON: {"regimes_ms": [...], "regimes_scv": x}.
+  auto regimes_json = [](const std::vector<std::vector<double>>& windows) {
+    nlohmann::json means = nlohmann::json::array();
+    double scv = 0;
+    for (const auto& g : eenn::common::RegimesFromWindows(windows)) {
+      means.push_back(g.service_mean_s * 1000);
+      scv = g.service_scv;
+    }
+    return std::make_pair(means, scv);
+  };
+  const auto [regimes_ms, regimes_scv] = regimes_json(gap_windows);
+  // The device's own service times (reply timings) in windows of as many
+  // consecutive requests, in the order they were sent: the drift during an
+  // open-loop run, whatever the load.
+  std::vector<std::vector<double>> service_windows;
+  for (size_t i = 0; i + regime_requests <= service.size(); i += regime_requests) {
+    std::vector<double> w;
+    for (size_t j = i; j < i + regime_requests; ++j) w.push_back(service[j] / 1000.0);
+    service_windows.push_back(std::move(w));
+  }
+  const auto [service_regimes_ms, service_regimes_scv] = regimes_json(service_windows);
   nlohmann::json summary = {
       {"device", absl::GetFlag(FLAGS_device)},
       {"model", info.model_name()},
@@ -449,10 +493,12 @@ int main(int argc, char** argv) {
       {"rtt_ms", eenn::common::ComputeTimeStats(pings).p50},
       {"device_service_ms",
        {{"mean", service_ms.mean}, {"p50", service_ms.p50}, {"p90", service_ms.p90}, {"p99", service_ms.p99},
-        {"m2", service_moments.second_moment}, {"scv", service_moments.scv}, {"n", service_moments.n}}},
+        {"m2", service_moments.second_moment}, {"scv", service_moments.scv}, {"n", service_moments.n},
+        {"regime_requests", regime_requests}, {"regimes_ms", service_regimes_ms},
+        {"regimes_scv", service_regimes_scv}}},
       {"answer_gap_ms",
        {{"mean", gap_moments.mean}, {"m2", gap_moments.second_moment}, {"scv", gap_moments.scv},
-        {"n", gap_moments.n}}},
+        {"n", gap_moments.n}, {"regime_requests", regime_requests}, {"regimes_ms", regimes_ms}, {"regimes_scv", regimes_scv}}},
       {"decided", decided},
       {"bytes_per_offload", offloaded > 0 ? static_cast<double>(offload_bytes) / offloaded : 0.0},
       {"offloaded", offloaded},

@@ -161,5 +161,131 @@ TEST(QueueingTest, ServiceMomentsFromSamples) {
   EXPECT_EQ(ComputeServiceMoments({}).n, 0);
 }
 
+TEST(QueueingTest, EmpiricalServiceDistribution) {
+  // One repeated value: deterministic service, M/D/1/K.
+  QueueModel det = Model(400, 0.002, 0, 1, 9);
+  auto md1k = SolveMG1K(det);
+  det.service_samples_s.assign(100, 0.002);
+  det.service_mean_s = 1;  // ignored with samples
+  auto from_samples = SolveQueue(det);
+  ASSERT_TRUE(md1k.ok() && from_samples.ok());
+  EXPECT_NEAR(from_samples->loss_probability, md1k->loss_probability, 1e-12);
+  EXPECT_NEAR(from_samples->mean_sojourn_s, md1k->mean_sojourn_s, 1e-12);
+  EXPECT_NE(from_samples->method.find("empirical service, 100 samples"), std::string::npos);
+  // Exponential quantiles: close to M/M/1/K.
+  QueueModel expo = Model(400, 0.002, 1, 1, 9);
+  for (int i = 0; i < 20000; ++i) expo.service_samples_s.push_back(-0.002 * std::log(1 - (i + 0.5) / 20000));
+  auto e = SolveMG1K(expo);
+  ASSERT_TRUE(e.ok());
+  EXPECT_NEAR(e->loss_probability, MM1KLoss(0.8, 9), 0.02 * MM1KLoss(0.8, 9));
+  // A heavy tail: 1.6 ms, and one in 200 a 25 ms stall. A gamma with the same
+  // mean and SCV spreads that variance evenly and under-predicts how often
+  // a stall fills the queue.
+  QueueModel stalls = Model(420, 0.002, 1, 1, 9);
+  for (int i = 0; i < 200; ++i) stalls.service_samples_s.push_back(i == 0 ? 0.025 : 0.0016);
+  auto tail = SolveMG1K(stalls);
+  const ServiceMoments mo = ComputeServiceMoments(stalls.service_samples_s);
+  auto gamma = SolveMG1K(Model(420, mo.mean, mo.scv, 1, 9));
+  ASSERT_TRUE(tail.ok() && gamma.ok());
+  EXPECT_GT(tail->loss_probability, 1.5 * gamma->loss_probability);
+  EXPECT_NEAR(tail->utilization, 420 * (1 - tail->loss_probability) * mo.mean, 1e-9);
+  // Several workers: the phase-type fit of the samples' moments.
+  QueueModel two = Model(900, 1, 1, 2, 6);
+  two.service_samples_s = {0.001, 0.002, 0.003};
+  auto t = SolveQueue(two);
+  auto t_moments = SolveQueue(Model(900, 0.002, ComputeServiceMoments(two.service_samples_s).scv, 2, 6));
+  ASSERT_TRUE(t.ok() && t_moments.ok());
+  EXPECT_NEAR(t->loss_probability, t_moments->loss_probability, 1e-12);
+  // Bad samples are refused.
+  QueueModel bad = Model(400, 0.002, 0, 1, 9);
+  bad.service_samples_s = {0.001, -0.001};
+  EXPECT_FALSE(SolveQueue(bad).ok());
+  bad.service_samples_s = {0.001, NAN};
+  EXPECT_FALSE(SolveMG1K(bad).ok());
+}
+
+TEST(QueueingTest, SlowlyVaryingSpeedAveragesTheRegimesLosses) {
+  const QueueModel m = Model(420, 0.0017, 0.33, 1, 9);
+  // One regime: the steady queue.
+  auto one = SolveSlowlyVarying(m, {{1, 0.0017, 0.33}});
+  auto steady = SolveQueue(m);
+  ASSERT_TRUE(one.ok() && steady.ok());
+  EXPECT_NEAR(one->loss_probability, steady->loss_probability, 1e-12);
+  EXPECT_NEAR(one->mean_in_system, steady->mean_in_system, 1e-12);
+  // Two regimes, 10% faster and slower, weights 3:1: the weighted mean of their losses.
+  auto fast = SolveQueue(Model(420, 0.00153, 0.33, 1, 9));
+  auto slow = SolveQueue(Model(420, 0.00187, 0.33, 1, 9));
+  auto both = SolveSlowlyVarying(m, {{3, 0.00153, 0.33}, {1, 0.00187, 0.33}});
+  ASSERT_TRUE(fast.ok() && slow.ok() && both.ok());
+  EXPECT_NEAR(both->loss_probability, 0.75 * fast->loss_probability + 0.25 * slow->loss_probability, 1e-12);
+  EXPECT_NEAR(both->throughput, 420 * (1 - both->loss_probability), 1e-9);
+  double total = 0;
+  for (double p : both->p) total += p;
+  EXPECT_NEAR(total, 1, 1e-9);
+  EXPECT_NE(both->method.find("2 service-speed regimes"), std::string::npos);
+  // Below saturation the loss is convex in the speed: a speed that drifts
+  // +-10% around the same mean loses more than a steady one.
+  auto drift = SolveSlowlyVarying(m, {{1, 0.00153, 0.33}, {1, 0.00187, 0.33}});
+  ASSERT_TRUE(drift.ok());
+  EXPECT_GT(drift->loss_probability, 1.3 * steady->loss_probability);
+  // Several workers go through the multi-server chain.
+  auto two = SolveSlowlyVarying(Model(900, 0.0017, 0.5, 2, 6), {{1, 0.0017, 0.5}});
+  auto two_steady = SolveQueue(Model(900, 0.0017, 0.5, 2, 6));
+  ASSERT_TRUE(two.ok() && two_steady.ok());
+  EXPECT_NEAR(two->loss_probability, two_steady->loss_probability, 1e-12);
+  // Refused: no regimes, a negative weight, all weights 0, a bad regime.
+  EXPECT_FALSE(SolveSlowlyVarying(m, {}).ok());
+  EXPECT_FALSE(SolveSlowlyVarying(m, {{-1, 0.0017, 0.33}}).ok());
+  EXPECT_FALSE(SolveSlowlyVarying(m, {{0, 0.0017, 0.33}}).ok());
+  EXPECT_FALSE(SolveSlowlyVarying(m, {{1, 0, 0.33}}).ok());
+}
+
+TEST(QueueingTest, RegimesFromWindowsKeepDriftAndDropSamplingNoise) {
+  // Deterministic pseudo-random gamma-like samples: two windows at 1.5 ms and
+  // two at 1.9 ms, 400 samples each with an SCV of about 0.3.
+  uint64_t state = 12345;
+  auto uniform = [&state] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<double>(state >> 11) / 9007199254740992.0;
+  };
+  auto window = [&](double mean, int n) {
+    std::vector<double> w;
+    for (int i = 0; i < n; ++i) {
+      // Sum of 3 exponentials / 3: Erlang-3, SCV 1/3.
+      double x = 0;
+      for (int k = 0; k < 3; ++k) x -= std::log(1 - uniform());
+      w.push_back(mean * x / 3);
+    }
+    return w;
+  };
+  auto drifting = RegimesFromWindows({window(0.0015, 400), window(0.0019, 400), window(0.0015, 400),
+                                      window(0.0019, 400), {0.002}});
+  ASSERT_EQ(drifting.size(), 4u);  // the 1-sample window is skipped
+  EXPECT_NEAR(drifting[0].service_mean_s, 0.0015, 0.0001);
+  EXPECT_NEAR(drifting[1].service_mean_s, 0.0019, 0.0001);
+  EXPECT_NEAR(drifting[0].service_scv, 1.0 / 3, 0.06);
+  // A steady speed: the window means differ by sampling noise only, and are
+  // pulled (almost) together.
+  std::vector<std::vector<double>> steady_windows;
+  for (int i = 0; i < 8; ++i) steady_windows.push_back(window(0.0017, 400));
+  double raw_lo = 1, raw_hi = 0;
+  for (const auto& w : steady_windows) {
+    const double mean = ComputeServiceMoments(w).mean;
+    raw_lo = std::min(raw_lo, mean);
+    raw_hi = std::max(raw_hi, mean);
+  }
+  auto steady = RegimesFromWindows(steady_windows);
+  ASSERT_EQ(steady.size(), 8u);
+  double lo = 1, hi = 0;
+  for (const auto& g : steady) {
+    lo = std::min(lo, g.service_mean_s);
+    hi = std::max(hi, g.service_mean_s);
+  }
+  EXPECT_NEAR(0.5 * (lo + hi), 0.0017, 0.0001);
+  EXPECT_GT(raw_hi - raw_lo, 0.00005);  // the noise is there ...
+  EXPECT_LT(hi - lo, 0.5 * (raw_hi - raw_lo));  // ... and mostly removed
+  EXPECT_TRUE(RegimesFromWindows({}).empty());
+}
+
 }  // namespace
 }  // namespace eenn::common

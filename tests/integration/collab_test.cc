@@ -382,6 +382,13 @@ TEST_F(CollabTest, MetricsPassPromtoolAndCountEveryRequest) {
   EXPECT_EQ(testing::MetricValue(sm, "eenn_server_requests_total{code=\"OK\"}"), offloaded);
   EXPECT_EQ(testing::MetricValue(dm, "eenn_device_requests_total{code=\"OK\",outcome=\"server\"}"), offloaded);
   EXPECT_EQ(testing::MetricValue(dm, "eenn_device_split_layer"), 3);
+  // The workers' busy time covers each request's time out of the queue
+  // (end to end less queue wait) plus the reply hand-off, a little more.
+  const double in_service = testing::MetricValue(dm, "eenn_device_stage_duration_seconds_sum{stage=\"end_to_end\"}") -
+                            testing::MetricValue(dm, "eenn_device_stage_duration_seconds_sum{stage=\"queue\"}");
+  const double busy = testing::MetricValue(dm, "eenn_device_worker_busy_seconds_total");
+  EXPECT_GE(busy, 0.999 * in_service);
+  EXPECT_LT(busy, in_service + 24 * 0.05);
 }
 
 // Live planning: eenn-profile's real profile of the test bundle, with the

@@ -87,7 +87,7 @@ TEST_F(OpenLoopTest, PoissonOverloadIsRefusedAndReportedPerWindow) {
   const std::string csv = Path("windows.csv"), results = Path("results.jsonl");
   auto s = RunClient(device.addr(), Images(), results,
                      "--arrivals=poisson:1000 --duration_s=3 --seed=5 --window_s=1 --deadline_ms=20000 "
-                     "--windows_csv=" + csv);
+                     "--regime_requests=10 --windows_csv=" + csv);
   common::ArrivalSpec spec;
   spec.rate = 1000;
   const auto expected = common::GenerateArrivals(spec, 3, 5);
@@ -117,6 +117,13 @@ TEST_F(OpenLoopTest, PoissonOverloadIsRefusedAndReportedPerWindow) {
   EXPECT_LE(gap["mean"].get<double>() * gap["n"].get<double>(), 1000 * s["wall_s"].get<double>());
   EXPECT_GE(gap["mean"].get<double>(), 0.5 * s["device_service_ms"]["mean"].get<double>()) << s.dump();
   EXPECT_GT(gap["scv"].get<double>(), 0);
+  // Service-speed regimes: one per 10 consecutive answers (gaps) or reply
+  // timings, each a positive mean.
+  const auto answered = s["answered"].get<size_t>();
+  EXPECT_EQ(gap["regimes_ms"].size(), (answered - 1) / 10) << s.dump();
+  EXPECT_EQ(s["device_service_ms"]["regimes_ms"].size(), answered / 10) << s.dump();
+  for (const auto& x : s["device_service_ms"]["regimes_ms"]) EXPECT_GT(x.get<double>(), 0);
+  EXPECT_GT(s["device_service_ms"]["regimes_scv"].get<double>(), 0);
   // The CSV: a header and one line per window.
   std::istringstream in(testing::ReadAll(csv));
   std::string line;
@@ -126,8 +133,34 @@ TEST_F(OpenLoopTest, PoissonOverloadIsRefusedAndReportedPerWindow) {
   EXPECT_EQ(lines[0].rfind("start_s,end_s,arrivals,answered,rejected,missed,failed,loss_ratio", 0), 0u);
   EXPECT_EQ(lines[1].rfind("0,1," + std::to_string(s["windows"][0]["arrivals"].get<int64_t>()) + ",", 0), 0u)
       << lines[1];
-  // Each result line has its arrival time.
+  // Each result line has its arrival time; answered ones the device's service time.
   EXPECT_NE(testing::ReadAll(results).find("\"arrival_s\":"), std::string::npos);
+  EXPECT_NE(testing::ReadAll(results).find("\"service_ms\":"), std::string::npos);
+}
+
+// --shuffle sends every file once, in an order set by --seed.
+TEST_F(OpenLoopTest, ShuffleSendsEveryFileInASeededOrder) {
+  Daemon device;
+  StartDevice(device, {"--workers=1"});
+  auto order = [&](const std::string& flags) {
+    const std::string results = Path("order.jsonl");
+    auto s = RunClient(device.addr(), Images(), results, "--concurrency=1 " + flags);
+    EXPECT_EQ(s["answered"], 12) << s.dump();
+    std::vector<std::string> files;
+    std::istringstream in(testing::ReadAll(results));
+    for (std::string line; std::getline(in, line);) files.push_back(nlohmann::json::parse(line)["file"]);
+    return files;
+  };
+  const auto listed = order(""), a = order("--shuffle --seed=3"), b = order("--shuffle --seed=3"),
+             c = order("--shuffle --seed=4");
+  ASSERT_EQ(listed.size(), 12u);
+  EXPECT_TRUE(std::is_sorted(listed.begin(), listed.end()));
+  EXPECT_NE(a, listed);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  auto sorted = a;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, listed);
 }
 
 TEST_F(OpenLoopTest, TraceReplayBurstMissesItsDeadline) {

@@ -17,7 +17,11 @@ the only queue: the server stays connected but idle), then:
      (the device always busy, never full) whose gaps between answers give
      the mean and SCV of the service time as the queue sees it (with the
      reply hand-off and the gRPC threads competing for the cores, which the
-     reply timings leave out): the prediction "pred(sat)"; then open-loop Poisson arrivals (eenn-client
+     reply timings leave out): the prediction "pred(sat)"; the same gaps per
+     --regime_requests consecutive answers give the service speed's drift as regimes
+     (eenn-client answer_gap_ms.regimes_ms), whose averaged loss
+     (common/queueing.h, SolveSlowlyVarying) is "pred(drift)", the one the
+     acceptance check uses; then open-loop Poisson arrivals (eenn-client
      --arrivals poisson:RATE) for --duration_s with a deadline long enough
      that nothing times out, so every loss is a RESOURCE_EXHAUSTED refusal of
      a full queue; the service-time moments measured during that run give
@@ -30,7 +34,7 @@ the only queue: the server stays connected but idle), then:
 Prints a table (and --json: one JSON object). Needs a build (build/bin).
 
     tools/bench/queue_validation.py
-    tools/bench/queue_validation.py --rates 0.5,0.8,1.1,1.5,2 --duration_s 40 --json
+    tools/bench/queue_validation.py --rates 0.7,0.9,1.1,1.5,2 --duration_s 40 --json
 """
 import argparse
 import json
@@ -40,19 +44,31 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import BIN, ROOT, log, run_client, start  # noqa: E402
+from daemon_util import BIN, ROOT, log, metrics, run_client, start  # noqa: E402
+
+BUSY = "eenn_device_worker_busy_seconds_total"
+TAKEN = 'eenn_device_stage_duration_seconds_count{stage="queue"}'
 
 
 CLIENT_PREFIX = []
 
 
+CLIENT_ARGS = []
+
+
 def client(device, images, *extra):
-    return run_client(device, images, extra, prefix=CLIENT_PREFIX)
+    return run_client(device, images, tuple(CLIENT_ARGS) + extra, prefix=CLIENT_PREFIX)
 
 
-def predict(rates, mean_ms, m2, workers, queue):
+def predict(rates, mean_ms, m2, workers, queue, regimes_ms=None, regimes_scv=None, samples_file=None):
     cmd = [os.path.join(BIN, "eenn-queue"), "--json", "--rate=" + ",".join(f"{r:.6f}" for r in rates),
-           f"--service_ms={mean_ms}", f"--service_m2={m2}", f"--workers={workers}", f"--queue_capacity={queue}"]
+           f"--workers={workers}", f"--queue_capacity={queue}"]
+    if samples_file:
+        cmd += ["--service_samples=" + samples_file]
+    elif regimes_ms:
+        cmd += ["--service_regimes_ms=" + ",".join(f"{x:.6f}" for x in regimes_ms), f"--service_scv={regimes_scv}"]
+    else:
+        cmd += [f"--service_ms={mean_ms}", f"--service_m2={m2}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
@@ -69,21 +85,34 @@ def main():
     ap.add_argument("--duration_s", type=float, default=40)
     ap.add_argument("--calibrate_s", type=float, default=15)
     ap.add_argument("--recalibrate_s", type=float, default=8)
+    ap.add_argument("--saturate_s", type=float, default=15,
+                    help="length of the saturated closed-loop run before each rate (its gaps between answers)")
+    ap.add_argument("--regime_requests", type=int, default=250,
+                    help="windows of this many consecutive answers in the saturated run make the service-speed "
+                         "regimes")
+    ap.add_argument("--order", choices=["shuffled", "classes"], default="shuffled",
+                    help="the order the client sends the images in: shuffled (service times independent from one "
+                         "request to the next, as M/G/1/K assumes) or classes (class folders one after another: "
+                         "the service time drifts with the classes' difficulty)")
     ap.add_argument("--deadline_ms", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pin", type=int, default=1 if (os.cpu_count() or 1) >= 2 else 0,
                     help="1: the device on CPU 0, the server and the client on CPU 1 (taskset), so that the "
                          "client sends on time and the device's service time is its own; 0: no pinning")
+    ap.add_argument("--keep", default="", help="keep each run's per-request results (eenn-client --results) here")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     device_prefix, other_prefix = ((["taskset", "-c", "0"], ["taskset", "-c", "1"]) if args.pin else ([], []))
     CLIENT_PREFIX[:] = other_prefix
+    CLIENT_ARGS[:] = ["--shuffle", f"--seed={args.seed}"] if args.order == "shuffled" else []
 
     split = args.split
     if split == -2:
         manifest = json.load(open(os.path.join(args.bundle, "manifest.json")))
         split = len(manifest["metadata"]["calibration"]["layer_ms"])
     procs = []
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="eenn_queue_validation_") as tmp:
         try:
             server, sready = start("eenn-server", ["--bundle=" + args.bundle, "--listen=127.0.0.1:0",
@@ -114,7 +143,8 @@ def main():
                              f"--deadline_ms={args.deadline_ms}")["device_service_ms"]
                 pred = predict([rate], pre["mean"], pre["m2"], args.workers, args.queue_capacity)[0]
                 sat = client(addr, args.images, f"--concurrency={args.workers + 2}",
-                             f"--duration_s={args.recalibrate_s}", f"--deadline_ms={args.deadline_ms}")
+                             f"--duration_s={args.saturate_s}", f"--deadline_ms={args.deadline_ms}",
+                             f"--regime_requests={args.regime_requests}")
                 # Never idle, the device's gaps between answers are its service
                 # times as a queue sees them (with the gRPC threads' work and
                 # whatever else ran on its core); with several workers, the
@@ -124,13 +154,52 @@ def main():
                 sat_scv = gap["scv"]
                 pred_sat = predict([rate], sat_ms, sat_ms * sat_ms * (1 + sat_scv), args.workers,
                                    args.queue_capacity)[0]
+                regimes = [args.workers * x for x in gap["regimes_ms"]]
+                pred_drift = predict([rate], None, None, args.workers, args.queue_capacity, regimes,
+                                     gap["regimes_scv"])[0]
+                before = metrics(dready["metrics_port"], [BUSY, TAKEN])
+                results = os.path.join(args.keep or tmp, f"run_{f}.jsonl")
                 r = client(addr, args.images, f"--arrivals=poisson:{rate:.4f}", f"--duration_s={args.duration_s}",
-                           f"--seed={args.seed}", f"--deadline_ms={args.deadline_ms}", "--window_s=5")
+                           f"--seed={args.seed}", f"--deadline_ms={args.deadline_ms}", "--window_s=5",
+                           "--results=" + results)
+                after = metrics(dready["metrics_port"], [BUSY, TAKEN])
+                # The service time as the queue saw it during the run: the
+                # worker's busy time per request taken (reply hand-off and
+                # whatever else ran on its core while it worked included);
+                # its variance from the reply timings (the hand-off adds a
+                # near-constant).
+                taken = after[TAKEN] - before[TAKEN]
+                busy_ms = args.workers * 1000 * (after[BUSY] - before[BUSY]) / taken if taken > 0 else 0.0
                 arrivals = r["arrivals"]
                 measured = r["rejected"] / arrivals if arrivals else 0.0
                 run_svc = r["device_service_ms"]
                 in_run = predict([rate], run_svc["mean"], run_svc["m2"], args.workers, args.queue_capacity)[0] \
                     if run_svc["n"] > 0 else None
+                run_var = max(0.0, run_svc["m2"] - run_svc["mean"] ** 2)
+                in_run_busy = predict([rate], busy_ms, busy_ms * busy_ms + run_var, args.workers,
+                                      args.queue_capacity)[0] if busy_ms > 0 else None
+                # The run's own service-time distribution (reply timings of
+                # every answered request, each plus the mean hand-off, busy
+                # time less the timings' mean), used as it is: its tail (a
+                # rare stall of the shared core) matters for a short queue.
+                shift = busy_ms - run_svc["mean"] if run_svc["n"] > 0 else 0.0
+                samples_file = os.path.join(tmp, f"samples_{f}.txt")
+                n_samples = 0
+                with open(results) as src, open(samples_file, "w") as dst:
+                    for line in src:
+                        rec = json.loads(line)
+                        if "service_ms" in rec:
+                            dst.write(f"{rec['service_ms'] + shift:.6f}\n")
+                            n_samples += 1
+                in_run_empirical = predict([rate], None, None, args.workers, args.queue_capacity,
+                                           samples_file=samples_file)[0] if n_samples else None
+                # The drift within the run: the reply timings' means over
+                # windows of --regime_requests consecutive requests, scaled to
+                # the busy time (the hand-off a constant share), as regimes.
+                scale = busy_ms / run_svc["mean"] if run_svc["n"] > 0 and run_svc["mean"] > 0 else 0.0
+                run_regimes = [scale * x for x in run_svc.get("regimes_ms", [])]
+                in_run_drift = predict([rate], None, None, args.workers, args.queue_capacity, run_regimes,
+                                       run_svc["regimes_scv"] / scale ** 2)[0] if run_regimes else None
                 row = {
                     "load": f, "rate": rate, "arrivals": arrivals, "rejected": r["rejected"],
                     "missed": r["missed"], "failed": r["failed"], "measured_loss": measured,
@@ -142,10 +211,28 @@ def main():
                     "rel_error_saturated": (pred_sat["loss_probability"] - measured) / measured
                     if measured > 0 else None,
                     "rel_error": (pred["loss_probability"] - measured) / measured if measured > 0 else None,
+                    "regimes_ms": regimes, "regimes_scv": gap["regimes_scv"],
+                    "regime_spread": (max(regimes) - min(regimes)) / sat_ms if regimes else 0.0,
+                    "predicted_loss_drift": pred_drift["loss_probability"],
+                    "rel_error_drift": (pred_drift["loss_probability"] - measured) / measured
+                    if measured > 0 else None,
                     "run_service_ms": run_svc["mean"], "run_service_scv": run_svc["scv"],
                     "predicted_loss_run_moments": in_run["loss_probability"] if in_run else None,
                     "rel_error_run_moments": (in_run["loss_probability"] - measured) / measured
                     if in_run and measured > 0 else None,
+                    "busy_service_ms": busy_ms,
+                    "busy_service_scv": run_var / busy_ms ** 2 if busy_ms > 0 else None,
+                    "predicted_loss_busy": in_run_busy["loss_probability"] if in_run_busy else None,
+                    "rel_error_busy": (in_run_busy["loss_probability"] - measured) / measured
+                    if in_run_busy and measured > 0 else None,
+                    "predicted_loss_empirical": in_run_empirical["loss_probability"] if in_run_empirical else None,
+                    "rel_error_empirical": (in_run_empirical["loss_probability"] - measured) / measured
+                    if in_run_empirical and measured > 0 else None,
+                    "run_regimes_ms": run_regimes,
+                    "run_regime_spread": (max(run_regimes) - min(run_regimes)) / busy_ms if run_regimes else 0.0,
+                    "predicted_loss_busy_drift": in_run_drift["loss_probability"] if in_run_drift else None,
+                    "rel_error_busy_drift": (in_run_drift["loss_probability"] - measured) / measured
+                    if in_run_drift and measured > 0 else None,
                     "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
                     "predicted_sojourn_ms": pred["mean_sojourn_ms"],
                     "send_lag_ms_max": r["send_lag_ms"]["max"],
@@ -154,7 +241,10 @@ def main():
                 }
                 rows.append(row)
                 log(f"  {f:.2f}x: {rate:.1f} req/s, {arrivals} arrivals, loss {measured:.4f} "
-                    f"(predicted {pred['loss_probability']:.4f})")
+                    f"(predicted: cal {pred['loss_probability']:.4f}, sat {pred_sat['loss_probability']:.4f}, "
+                    f"drift {pred_drift['loss_probability']:.4f}, busy {row['predicted_loss_busy'] or 0:.4f}, "
+                    f"busy+drift {row['predicted_loss_busy_drift'] or 0:.4f}, "
+                    f"empirical {row['predicted_loss_empirical'] or 0:.4f})")
         finally:
             for p in reversed(procs):
                 p.terminate()
@@ -163,6 +253,7 @@ def main():
                 except subprocess.TimeoutExpired:
                     p.kill()
     result = {"bundle": args.bundle, "workers": args.workers, "queue_capacity": args.queue_capacity,
+              "order": args.order,
               "pinned": bool(args.pin),
               "split": split, "duration_s": args.duration_s, "seed": args.seed,
               "service_ms": {"mean": mean_ms, "m2": m2, "scv": svc["scv"], "n": svc["n"]},
@@ -179,15 +270,22 @@ def main():
 
     print(f"{'load':>5} {'rate/s':>8} {'arrivals':>8} {'rejected':>8} {'missed':>6} {'measured':>9} "
           f"{'cal_ms':>7} {'cal_scv':>7} {'pred(cal)':>9} {'rel.err':>8} "
-          f"{'sat_ms':>7} {'pred(sat)':>9} {'rel.err':>8} "
-          f"{'run_ms':>7} {'run_scv':>7} {'pred(run)':>9} {'rel.err':>8} {'p99_ms':>8} {'loadavg':>7}")
+          f"{'sat_ms':>7} {'pred(sat)':>9} {'rel.err':>8} {'spread':>6} {'pred(drift)':>11} {'rel.err':>8} "
+          f"{'run_ms':>7} {'run_scv':>7} {'pred(run)':>9} {'rel.err':>8} "
+          f"{'busy_ms':>7} {'pred(busy)':>10} {'rel.err':>8} {'pred(busy,drift)':>16} {'rel.err':>8} "
+          f"{'pred(empirical)':>15} {'rel.err':>8} "
+          f"{'p99_ms':>8} {'loadavg':>7}")
     for r in rows:
         print(f"{r['load']:5.2f} {r['rate']:8.1f} {r['arrivals']:8d} {r['rejected']:8d} {r['missed']:6d} "
               f"{r['measured_loss']:9.4f} {r['cal_service_ms']:7.3f} {r['cal_service_scv']:7.2f} "
               f"{r['predicted_loss']:9.4f} {pct(r['rel_error']):>8} "
               f"{r['sat_service_ms']:7.3f} {r['predicted_loss_saturated']:9.4f} {pct(r['rel_error_saturated']):>8} "
+              f"{100 * r['regime_spread']:5.1f}% {r['predicted_loss_drift']:11.4f} {pct(r['rel_error_drift']):>8} "
               f"{r['run_service_ms']:7.3f} {r['run_service_scv']:7.2f} {r['predicted_loss_run_moments'] or 0:9.4f} "
-              f"{pct(r['rel_error_run_moments']):>8} {r['p99_ms']:8.2f} {r['loadavg_1m']:7.2f}")
+              f"{pct(r['rel_error_run_moments']):>8} {r['busy_service_ms']:7.3f} {r['predicted_loss_busy'] or 0:10.4f} "
+              f"{pct(r['rel_error_busy']):>8} {r['predicted_loss_busy_drift'] or 0:16.4f} "
+              f"{pct(r['rel_error_busy_drift']):>8} {r['predicted_loss_empirical'] or 0:15.4f} "
+              f"{pct(r['rel_error_empirical']):>8} {r['p99_ms']:8.2f} {r['loadavg_1m']:7.2f}")
 
 
 if __name__ == "__main__":
