@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -315,16 +316,16 @@ class EdgeEngine::Impl {
       mu_.Unlock();
       int config = -1;
       absl::StatusOr<ClassifyOutcome> out = Process(item, &config);
+      std::optional<ServiceSample> sample;
       if (out.ok() && options_.on_service) {
         const StageTimes& t = out->timings;
-        ServiceSample s;
+        ServiceSample& s = sample.emplace();
         s.exit_config = config;
         s.exit_index = std::max(0, out->result.exit_index);
         s.preprocess_us = t.preprocess_us;
         s.device_compute_us = t.device_compute_us;
         s.offloaded = out->decided != Decision::kDevice;
         s.remote_us = s.offloaded ? t.encode_us + t.offload_us + t.fallback_us : 0;
-        options_.on_service(s);
       }
       if (metrics_) {
         if (out.ok()) {
@@ -336,7 +337,12 @@ class EdgeEngine::Impl {
         }
       }
       item.done(std::move(out));
-      if (metrics_) metrics_->worker_busy_seconds->Increment(absl::ToDoubleSeconds(absl::Now() - busy_from));
+      const absl::Duration busy = absl::Now() - busy_from;
+      if (metrics_) metrics_->worker_busy_seconds->Increment(absl::ToDoubleSeconds(busy));
+      if (sample) {
+        sample->busy_us = absl::ToInt64Microseconds(busy);
+        options_.on_service(*sample);
+      }
       mu_.Lock();
       --running_;
     }

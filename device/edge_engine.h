@@ -68,6 +68,8 @@ struct ServiceSample {
   int64_t preprocess_us = 0;
   int64_t device_compute_us = 0;  // layers [0, split) and their exits
   int64_t remote_us = 0;          // encode + offload, or the local fallback (0 when decided on the device)
+  int64_t busy_us = 0;            // the worker's whole occupancy: dequeue to ready for the next request
+                                  // (decode, bookkeeping and the reply hand-off included)
   bool offloaded = false;         // no device exit answered it
 };
 

@@ -101,7 +101,11 @@ void LoadControl::OnService(const ServiceSample& s) {
   o.exit = s.exit_index;
   o.device_ms = s.device_compute_us / 1000.0;
   o.remote_ms = s.remote_us / 1000.0;
-  o.fixed_ms = s.preprocess_us / 1000.0;
+  // Everything the worker spent that the configuration does not change:
+  // preprocessing, bookkeeping, the reply hand-off (and other threads'
+  // share of the core meanwhile), so that the predicted service time is the
+  // queue's.
+  o.fixed_ms = std::max(s.preprocess_us, s.busy_us - s.device_compute_us - s.remote_us) / 1000.0;
   o.offloaded = s.offloaded;
   const double now = NowS();
   absl::MutexLock lock(&pending_mu_);

@@ -347,6 +347,39 @@ TEST_F(EdgeEngineTest, FullQueueRejectsAndShutdownAnswersEverything) {
   }
 }
 
+// The load controller's service sample comes after the reply was handed off,
+// with the worker's whole occupancy: here a reply callback that takes 30 ms
+// shows in busy_us beyond the timed stages.
+TEST_F(EdgeEngineTest, ServiceSampleCountsTheWholeOccupancyOfTheWorker) {
+  EdgeEngineOptions o;
+  o.split_layer = 4;  // all on the device
+  o.workers = 1;
+  absl::Mutex mu;
+  std::vector<ServiceSample> samples;
+  o.on_service = [&](const ServiceSample& s) {
+    absl::MutexLock lock(&mu);
+    samples.push_back(s);
+  };
+  auto e = Make(o);
+  for (int i = 0; i < 3; ++i) {
+    absl::Notification done;
+    e->Submit(Input(i), [&](absl::StatusOr<ClassifyOutcome> r) {
+      EXPECT_TRUE(r.ok()) << r.status();
+      absl::SleepFor(absl::Milliseconds(30));  // a slow hand-off
+      done.Notify();
+    });
+    done.WaitForNotification();
+  }
+  e->Shutdown(absl::Seconds(30));
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(samples.size(), 3u);
+  for (const auto& s : samples) {
+    EXPECT_GE(s.busy_us, s.preprocess_us + s.device_compute_us + 30000);
+    EXPECT_LT(s.busy_us, s.preprocess_us + s.device_compute_us + 2000000);
+    EXPECT_FALSE(s.offloaded);
+  }
+}
+
 TEST_F(EdgeEngineTest, BadInputsAreInvalidArgument) {
   auto e = Make({});
   ClassifyInput bytes;
