@@ -114,8 +114,15 @@ def main():
                          "(what the adaptive device saves, the fixed one gets): measured that way the controller "
                          "cut nothing (0.6-1.1x in three runs); add --device_cpu_share to cap each")
     ap.add_argument("--client_cpus", default="", help="taskset CPU list of the clients and the server ('': any)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="run the two devices one after the other on the same trace, each alone on CPU 0 with the "
+                         "client (and server) on CPU 1 unless --device_cpus/--client_cpus say otherwise: neither "
+                         "device's speed then depends on how hard the other works")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.sequential and (os.cpu_count() or 1) >= 2:
+        a.device_cpus = a.device_cpus or "0"
+        a.client_cpus = a.client_cpus or "1"
     device_pin = ["taskset", "-c", a.device_cpus] if a.device_cpus else []
     client_pin = ["taskset", "-c", a.client_cpus] if a.client_cpus else []
     CLIENT_PREFIX[:] = client_pin
@@ -146,17 +153,31 @@ def main():
                                            "--plaintext", "--threads=1"], tmp, "server", prefix=client_pin)
             procs.append(p)
             common += [f"--server=127.0.0.1:{srv['grpc_port']}", "--server_plaintext"]
-        p, fixed = start("eenn-device", common, tmp, "fixed", prefix=device_prefix("fixed"))
-        procs.append(p)
-        p, adaptive = start("eenn-device", common + [f"--loss_target={a.loss_target}",
-                                                     f"--control_interval_ms={a.control_interval_ms}",
-                                                     f"--control_dwell_ms={a.control_dwell_ms}"]
-                            + a.device_flags.split(),
-                            tmp, "adaptive", prefix=device_prefix("adaptive"))
-        procs.append(p)
-        for _ in range(2):
-            wa, _ = in_parallel([lambda: client(fixed["grpc_port"], images, [f"--concurrency={a.workers + 2}"]),
-                                 lambda: client(adaptive["grpc_port"], images, [f"--concurrency={a.workers + 2}"])])
+        def start_fixed():
+            p, ready = start("eenn-device", common, tmp, "fixed", prefix=device_prefix("fixed"))
+            procs.append(p)
+            return p, ready
+
+        def start_adaptive():
+            p, ready = start("eenn-device", common + [f"--loss_target={a.loss_target}",
+                                                      f"--control_interval_ms={a.control_interval_ms}",
+                                                      f"--control_dwell_ms={a.control_dwell_ms}"]
+                             + a.device_flags.split(),
+                             tmp, "adaptive", prefix=device_prefix("adaptive"))
+            procs.append(p)
+            return p, ready
+
+        def warm(dev):
+            return client(dev["grpc_port"], images, [f"--concurrency={a.workers + 2}"])
+
+        fixed_proc, fixed = start_fixed()
+        if a.sequential:
+            for _ in range(2):
+                wa = warm(fixed)
+        else:
+            _, adaptive = start_adaptive()
+            for _ in range(2):
+                wa, _ = in_parallel([lambda: warm(fixed), lambda: warm(adaptive)])
         capacity = wa["throughput_rps"]
         service_ms = a.workers * 1000.0 / capacity
         trace = os.path.join(out_dir, "trace.csv")
@@ -174,6 +195,19 @@ def main():
         duration = a.cycles * (a.calm_s + a.burst_s)
         log(f"fixed device saturated throughput {capacity:.1f}/s ({service_ms:.3f} ms per request and worker); "
             f"{rid} arrivals over {duration:.0f} s")
+        flags = [f"--arrivals=trace:{trace}", f"--window_s={a.window_s}", "--deadline_ms=60000"]
+
+        def run_trace(dev, name):
+            return client(dev["grpc_port"], images, flags + ["--windows_csv=" + os.path.join(out_dir,
+                                                                                              f"{name}_windows.csv")])
+
+        if a.sequential:
+            ra = run_trace(fixed, "fixed")
+            stop_all([fixed_proc], timeout_s=20)
+            procs.remove(fixed_proc)
+            _, adaptive = start_adaptive()
+            for _ in range(2):
+                warm(adaptive)
         samples, stop = [], threading.Event()
 
         def sample():
@@ -186,11 +220,10 @@ def main():
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        flags = [f"--arrivals=trace:{trace}", f"--window_s={a.window_s}", "--deadline_ms=60000"]
-        ra, rb = in_parallel([lambda: client(fixed["grpc_port"], images,
-                                             flags + ["--windows_csv=" + os.path.join(out_dir, "fixed_windows.csv")]),
-                              lambda: client(adaptive["grpc_port"], images,
-                                             flags + ["--windows_csv=" + os.path.join(out_dir, "adaptive_windows.csv")])])
+        if a.sequential:
+            rb = run_trace(adaptive, "adaptive")
+        else:
+            ra, rb = in_parallel([lambda: run_trace(fixed, "fixed"), lambda: run_trace(adaptive, "adaptive")])
         stop.set()
         sampler.join()
         changes = metric(adaptive["metrics_port"], "eenn_device_exit_config_changes_total")
@@ -202,7 +235,7 @@ def main():
         summary = {
             "capacity_rps": capacity, "service_ms_per_worker": service_ms, "arrivals": ra["arrivals"],
             "load_avg_1m": os.getloadavg()[0], "device_cpu_share": a.device_cpu_share,
-            "device_cpus": a.device_cpus, "client_cpus": a.client_cpus,
+            "device_cpus": a.device_cpus, "client_cpus": a.client_cpus, "sequential": a.sequential,
             "fixed": {"loss_ratio": la, "accuracy": aa, "rejected": ra["rejected"], "answered": ra["answered"]},
             "adaptive": {"loss_ratio": lb, "accuracy": ab, "rejected": rb["rejected"], "answered": rb["answered"],
                          "config_changes": changes},
