@@ -5,7 +5,8 @@
 // and applies its choice.
 //
 // Service time of a request under configuration c (what a worker is busy
-// with): a fixed part (preprocessing, bookkeeping; measured), the device
+// with): a fixed part (preprocessing, bookkeeping, the reply hand-off: the
+// worker's whole occupancy less the parts below; measured), the device
 // compute of the exit it leaves at (the configuration's expected compute per
 // exit, scaled by a measured speed factor = measured / expected compute), and
 // for offloaded requests the remote part (encode, round trip or local
@@ -77,7 +78,7 @@ struct ServiceObservation {
   int exit = 0;            // index of the exit that answered
   double device_ms = 0;    // device compute (layers [0, split) and their exits)
   double remote_ms = 0;    // offloaded: encode + round trip, or the local fallback; 0 otherwise
-  double fixed_ms = 0;     // the rest of its service (preprocessing, ...)
+  double fixed_ms = 0;     // the rest of the worker's occupancy (preprocessing, hand-off, ...)
   bool offloaded = false;  // no device exit answered it
 };
 
