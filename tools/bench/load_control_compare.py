@@ -17,8 +17,9 @@ machine does:
      --burst_s at --burst_x times it (evenly spaced arrivals);
   3. per device: loss ratio (refused for a full queue, plus deadline misses)
      and accuracy of the answered requests (folder names are the labels), in
-     total and per --window_s; the adaptive device's configuration index is
-     sampled from its metrics every 0.2 s.
+     total and per --window_s; the adaptive device's configuration index,
+     predicted loss ratio, arrival-rate estimate and queue depth are sampled
+     from its metrics every 0.2 s (configs_sampled.csv).
 
 Prints a table (--json: one JSON object) and writes, under --out, the trace,
 both clients' per-window CSVs, the configuration samples and plot.svg (per
@@ -38,8 +39,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import ROOT, CpuQuota, in_parallel, log, metric, run_client, start, stop_all  # noqa: E402
+from daemon_util import ROOT, CpuQuota, in_parallel, log, metric, metrics, run_client, start, stop_all  # noqa: E402
 BUNDLE = os.path.join(ROOT, "models", "cifar10-resnet18")
+# The adaptive device's state, sampled every 0.2 s during the trace.
+SAMPLED = ["eenn_device_exit_config", "eenn_device_predicted_loss_ratio", "eenn_device_arrival_rate",
+           "eenn_device_queue_depth"]
 
 
 CLIENT_PREFIX = []
@@ -213,9 +217,10 @@ def main():
         def sample():
             t0 = time.time()
             while not stop.is_set():
-                v = metric(adaptive["metrics_port"], "eenn_device_exit_config")
-                if v is not None:
-                    samples.append((time.time() - t0, v))
+                m = metrics(adaptive["metrics_port"], SAMPLED)
+                if SAMPLED[0] in m:
+                    samples.append((time.time() - t0, m[SAMPLED[0]], m.get(SAMPLED[1], 0.0), m.get(SAMPLED[2], 0.0),
+                                    m.get(SAMPLED[3], 0.0)))
                 time.sleep(0.2)
 
         sampler = threading.Thread(target=sample)
@@ -228,8 +233,9 @@ def main():
         sampler.join()
         changes = metric(adaptive["metrics_port"], "eenn_device_exit_config_changes_total")
         with open(os.path.join(out_dir, "configs_sampled.csv"), "w") as f:
-            f.write("t_s,config\n" + "".join(f"{t:.2f},{v:.0f}\n" for t, v in samples))
-        svg_plot(os.path.join(out_dir, "plot.svg"), ra["windows"], rb["windows"], samples, duration)
+            f.write("t_s,config,predicted_loss,arrival_rate,queue_depth\n" +
+                    "".join(f"{t:.2f},{v:.0f},{p:.4f},{r:.1f},{q:.0f}\n" for t, v, p, r, q in samples))
+        svg_plot(os.path.join(out_dir, "plot.svg"), ra["windows"], rb["windows"], [(t, v) for t, v, *_ in samples], duration)
         la, lb = ra["loss_ratio"], rb["loss_ratio"]
         aa, ab = ra["totals"]["accuracy"], rb["totals"]["accuracy"]
         summary = {
