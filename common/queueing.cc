@@ -12,8 +12,6 @@
 namespace eenn::common {
 namespace {
 
-absl::Status Validate(const QueueModel& m);
-
 // m with service_mean_s and service_scv taken from its samples (if any).
 absl::StatusOr<QueueModel> WithSampleMoments(const QueueModel& m) {
   if (m.service_samples_s.empty()) return m;
@@ -169,8 +167,10 @@ absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& given) {
   if (empirical) {  // the average of Poisson(lambda s) over the samples s
     for (double s : m.service_samples_s) {
       const double ls = m.arrival_rate * s;
+      double pj = std::exp(-ls);  // P(j arrivals), by P(j) = P(j - 1) ls / j
       for (int j = 0; j < K; ++j) {
-        a[j] += ls > 0 ? std::exp(-ls + j * std::log(ls) - std::lgamma(j + 1.0)) : (j == 0 ? 1.0 : 0.0);
+        a[j] += pj;
+        pj *= ls / (j + 1);
       }
     }
     for (double& x : a) x /= static_cast<double>(m.service_samples_s.size());
@@ -350,9 +350,7 @@ QueueResult SolveMMcK(const QueueModel& m) {
 }
 
 absl::StatusOr<QueueResult> SolveQueue(const QueueModel& m) {
-  auto with_moments = WithSampleMoments(m);
-  if (!with_moments.ok()) return with_moments.status();
-  if (auto s = Validate(*with_moments); !s.ok()) return s;
+  // Each validates (samples included) itself.
   return m.servers == 1 ? SolveMG1K(m) : SolveMPHcK(m);
 }
 

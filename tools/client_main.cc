@@ -447,14 +447,13 @@ int main(int argc, char** argv) {
   // the machine's speed), as regimes for the queue model (common/queueing.h,
   // RegimesFromWindows), each for an equal share of the requests.
   const size_t regime_requests = static_cast<size_t>(std::max(2, absl::GetFlag(FLAGS_regime_requests)));
-  std::vector<std::vector<double>> gap_windows;
-  for (size_t i = 0; i + regime_requests <= gaps_ms.size(); i += regime_requests) {
-    std::vector<double> w;
-    for (size_t j = i; j < i + regime_requests; ++j) w.push_back(gaps_ms[j] / 1000.0);
-    gap_windows.push_back(std::move(w));
-  }
-  // Regimes as JSON: {"regimes_ms": [...], "regimes_scv": x}.
-  auto regimes_json = [](const std::vector<std::vector<double>>& windows) {
+  // Regimes of times in ms, as (means in ms, SCV within a window).
+  auto regimes_of = [regime_requests](const std::vector<double>& ms) {
+    std::vector<std::vector<double>> windows;
+    for (size_t i = 0; i + regime_requests <= ms.size(); i += regime_requests) {
+      windows.emplace_back();
+      for (size_t j = i; j < i + regime_requests; ++j) windows.back().push_back(ms[j] / 1000.0);
+    }
     nlohmann::json means = nlohmann::json::array();
     double scv = 0;
     for (const auto& g : eenn::common::RegimesFromWindows(windows)) {
@@ -463,17 +462,11 @@ int main(int argc, char** argv) {
     }
     return std::make_pair(means, scv);
   };
-  const auto [regimes_ms, regimes_scv] = regimes_json(gap_windows);
+  const auto [regimes_ms, regimes_scv] = regimes_of(gaps_ms);
   // The device's own service times (reply timings) in windows of as many
   // consecutive requests, in the order they were sent: the drift during an
   // open-loop run, whatever the load.
-  std::vector<std::vector<double>> service_windows;
-  for (size_t i = 0; i + regime_requests <= service.size(); i += regime_requests) {
-    std::vector<double> w;
-    for (size_t j = i; j < i + regime_requests; ++j) w.push_back(service[j] / 1000.0);
-    service_windows.push_back(std::move(w));
-  }
-  const auto [service_regimes_ms, service_regimes_scv] = regimes_json(service_windows);
+  const auto [service_regimes_ms, service_regimes_scv] = regimes_of(service);
   nlohmann::json summary = {
       {"device", absl::GetFlag(FLAGS_device)},
       {"model", info.model_name()},

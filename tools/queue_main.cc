@@ -10,14 +10,15 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/ascii.h"
 #include "common/queueing.h"
 
 ABSL_FLAG(std::string, rate, "", "Arrival rates (requests per second), comma-separated.");
@@ -109,14 +110,14 @@ int main(int argc, char** argv) {
                 absl::GetFlag(FLAGS_workers) + absl::GetFlag(FLAGS_queue_capacity));
     std::printf("%10s %8s %10s %10s %12s %12s\n", "rate", "rho", "loss", "L", "sojourn_ms", "wait_ms");
   }
+  eenn::common::QueueModel m;
+  m.service_mean_s = mean_ms / 1000;
+  m.service_scv = scv;
+  m.servers = absl::GetFlag(FLAGS_workers);
+  m.capacity = absl::GetFlag(FLAGS_queue_capacity) + absl::GetFlag(FLAGS_workers);
+  m.service_samples_s = std::move(samples_s);
   for (double rate : rates) {
-    eenn::common::QueueModel m;
     m.arrival_rate = rate;
-    m.service_mean_s = mean_ms / 1000;
-    m.service_scv = scv;
-    m.servers = absl::GetFlag(FLAGS_workers);
-    m.capacity = absl::GetFlag(FLAGS_queue_capacity) + absl::GetFlag(FLAGS_workers);
-    m.service_samples_s = samples_s;  // (copied per rate: a few thousand doubles)
     auto r = regimes.empty() ? eenn::common::SolveQueue(m) : eenn::common::SolveSlowlyVarying(m, regimes);
     if (!r.ok()) {
       std::fprintf(stderr, "eenn-queue: %s\n", r.status().ToString().c_str());

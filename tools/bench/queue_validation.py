@@ -169,7 +169,7 @@ def main():
                 # its variance from the reply timings (the hand-off adds a
                 # near-constant).
                 taken = after[TAKEN] - before[TAKEN]
-                busy_ms = args.workers * 1000 * (after[BUSY] - before[BUSY]) / taken if taken > 0 else 0.0
+                busy_ms = 1000 * (after[BUSY] - before[BUSY]) / taken if taken > 0 else 0.0
                 arrivals = r["arrivals"]
                 measured = r["rejected"] / arrivals if arrivals else 0.0
                 run_svc = r["device_service_ms"]
