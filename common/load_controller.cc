@@ -28,11 +28,12 @@ absl::StatusOr<LoadController> LoadController::Create(ConfigSet set, const LoadC
                                                    " is out of range [0, ", set.configs.size(), ")"));
   }
   if (!(options.high_water > 0) || !(options.drain_s > 0) || options.pressure_margin < 0 ||
-      options.pressure_settle_s < 0 || options.burst_window_s < 0 || options.dwell_s < 0 ||
+      options.pressure_settle_s < 0 || options.burst_window_s < 0 || options.rate_window_s < 0 ||
+      options.rate_z < 0 || options.busy_z < 0 || options.dwell_s < 0 ||
       options.up_rate_margin < 0 || !(options.up_loss_margin > 0 && options.up_loss_margin <= 1)) {
     return absl::InvalidArgumentError(
-        "load controller: high water and drain time must be > 0; burst window, dwell, rate and pressure margins "
-        "and pressure settle time >= 0; loss margin in (0, 1]");
+        "load controller: high water and drain time must be > 0; rate windows, rate bound z's, dwell, rate and "
+        "pressure margins and pressure settle time >= 0; loss margin in (0, 1]");
   }
   return LoadController(std::move(set), options);
 }
@@ -135,18 +136,37 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
   recent_.emplace_back(dt, arrivals_since_tick_);
   arrivals_since_tick_ = 0;
   last_tick_s_ = now_s;
+  // Keep the ticks that cover the longer of the two windows.
+  const double keep_s = std::max(options_.burst_window_s, options_.rate_window_s);
   double span = 0;
-  int64_t count = 0;
-  for (const auto& [d, n] : recent_) {
-    span += d;
-    count += n;
-  }
-  while (recent_.size() > 1 && span - recent_.front().first >= options_.burst_window_s - 1e-9) {
+  for (const auto& tick : recent_) span += tick.first;
+  while (recent_.size() > 1 && span - recent_.front().first >= keep_s - 1e-9) {
     span -= recent_.front().first;
-    count -= recent_.front().second;
     recent_.pop_front();
   }
-  state_.last_rate = count / span;
+  // Arrivals over (at least) the last `w` seconds of ticks.
+  auto window = [this](double w) {
+    double t = 0;
+    int64_t n = 0;
+    for (auto it = recent_.rbegin(); it != recent_.rend(); ++it) {
+      t += it->first;
+      n += it->second;
+      if (t >= w - 1e-9) break;
+    }
+    return std::make_pair(n, t);
+  };
+  // Bounds of the rate that n arrivals over t seconds show: n -/+ z sqrt(n)
+  // (Poisson counts), so that a move needs evidence, not a lucky tick.
+  const double z = options_.rate_z;
+  auto lower = [z](int64_t n, double t) {
+    return t > 0 ? std::max(0.0, (n - z * std::sqrt(static_cast<double>(n))) / t) : 0.0;
+  };
+  auto upper = [z](int64_t n, double t) {
+    return t > 0 ? (n + z * std::sqrt(static_cast<double>(std::max<int64_t>(n, 1)))) / t : 0.0;
+  };
+  const auto [short_n, short_t] = window(options_.burst_window_s);
+  const auto [long_n, long_t] = window(options_.rate_window_s);
+  state_.last_rate = short_t > 0 ? short_n / short_t : 0;
   if (!rate_known_) {
     state_.arrival_rate = tick_rate;
     rate_known_ = true;
@@ -155,21 +175,35 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
     state_.arrival_rate = keep * state_.arrival_rate + (1 - keep) * tick_rate;
   }
   const double high_water = options_.high_water * options_.queue_capacity;
-  double rate = std::max(state_.arrival_rate, state_.last_rate);
+  // Down: the rate the windows show at least; up: at most.
+  double rate = std::max(lower(short_n, short_t), lower(long_n, long_t));
+  const double up_rate =
+      std::max(upper(short_n, short_t), upper(long_n, long_t)) * (1 + options_.up_rate_margin);
   if (queue_length >= high_water) {
-    // The rate over the latest arrivals is noisy (arrivals come in clumps):
-    // it counts when the queue at high water says the arrivals outpace service.
-    rate = std::max(rate, recent_arrival_rate_);
-    if (options_.pressure_margin > 0 &&
-        (config_since_s_ < 0 || now_s - config_since_s_ >= options_.pressure_settle_s - 1e-9)) {
+    if (high_since_s_ < 0) high_since_s_ = now_s;
+    // The busy stretch's rate counts when the queue at high water says the
+    // arrivals outpace service (it sees a burst from its first arrival on).
+    if (stretch_gaps_ > 0 && stretch_span_s_ > 0) {
+      const double n = static_cast<double>(stretch_gaps_);
+      rate = std::max(rate, std::max(0.0, n - options_.busy_z * std::sqrt(n)) / stretch_span_s_);
+    }
+    // A queue at high water for pressure_settle_s, under a configuration in
+    // use at least as long: the service model overestimates that
+    // configuration (slower device, other load): decide for at least its
+    // capacity times (1 + margin).
+    const double since = std::max(high_since_s_, config_since_s_);
+    if (options_.pressure_margin > 0 && now_s - since >= options_.pressure_settle_s - 1e-9) {
       const double service_ms = PredictOne(state_.config, rate).service_mean_ms;
       if (service_ms > 0) {
         rate = std::max(rate, options_.workers * 1000.0 / service_ms * (1 + options_.pressure_margin));
       }
     }
     rate += (queue_length - high_water) / options_.drain_s;
+  } else {
+    high_since_s_ = -1;
   }
-  recent_arrival_rate_ = 0;
+  stretch_gaps_ = 0;
+  stretch_span_s_ = 0;
   state_.rate_used = rate;
   state_.predictions = Predict(rate);
   const int n = static_cast<int>(set_.configs.size());
@@ -189,9 +223,11 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
       }
     }
     up_since_s_ = -1;
-  } else if (state_.config > 0 && queue_length < high_water) {
-    // Up with margin, after the dwell.
-    const double up_rate = state_.arrival_rate * (1 + options_.up_rate_margin);
+  } else if (state_.config > 0) {
+    // Up after the dwell: the most accurate configuration that meets the
+    // target (times the loss margin) at the most the windows show (times the
+    // rate margin). The dwell survives a queue at high water; the move waits
+    // for it to fall below.
     int candidate = -1;
     for (int c = 0; c < state_.config && candidate < 0; ++c) {
       if (PredictOne(c, up_rate).loss <= target * options_.up_loss_margin) candidate = c;
@@ -200,7 +236,7 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
       up_since_s_ = -1;
     } else {
       if (up_since_s_ < 0) up_since_s_ = now_s;
-      if (now_s - up_since_s_ >= options_.dwell_s) {
+      if (now_s - up_since_s_ >= options_.dwell_s - 1e-9 && queue_length < high_water) {
         next = candidate;
         up_since_s_ = -1;
       }

@@ -18,26 +18,31 @@
 // with the offered load rounded to 1% (geometric steps) and the SCV to 0.05
 // so that solves are cached and a tick stays cheap.
 //
-// Decisions, each tick:
-//  * the rate used is the larger of the smoothed rate and the rate over the
-//    last `burst_window_s`, so a burst counts at once, and, with the queue
-//    at or above the high-water mark, the rate over the last few arrivals
-//    (SetRecentRate; noisy, so only then); with the queue at or
-//    above the high-water mark, the arrivals evidently outpace the
-//    configuration in use, so the rate used is at least its capacity times
-//    (1 + pressure_margin) (the rate estimates lag a burst's first tenths of
-//    a second) once that configuration has been in use for
-//    `pressure_settle_s` (a queue left by the one before is not its
-//    verdict: without the wait, decisions milliseconds apart would ratchet
-//    down to the cheapest), and the backlog beyond the mark is added as
-//    extra rate to drain within `drain_s`;
+// Decisions, each tick. The arrival rate is measured over two windows of
+// ticks, a short one (`burst_window_s`, a burst shows in it at once) and a
+// long one (`rate_window_s`, steadier); each gives a lower and an upper bound
+// (n -/+ rate_z sqrt(n) arrivals in the window), so that a move takes
+// evidence rather than one lucky tick (arrivals are noisy: taking the point
+// estimate, the largest of a burst's ticks would ratchet the configuration
+// down well past what the burst needs):
+//  * the rate used to go down is the larger lower bound; with the queue at
+//    or above the high-water mark, also the lower bound of the busy
+//    stretch's rate (SetBusyStretch: the arrivals since one last found no
+//    request waiting, so a burst shows in it from its first arrival on,
+//    without the calm before it that any window still holds);
+//    with the queue at high water at every tick for `pressure_settle_s`
+//    under a configuration in use at least as long, the service model
+//    evidently overestimates that configuration, so the rate used is at
+//    least its capacity times (1 + pressure_margin); and the backlog beyond
+//    the mark is added as extra rate to drain within `drain_s`;
 //  * down (cheaper) at once: when the current configuration's predicted loss
 //    exceeds the target, move to the most accurate one that meets it (the
 //    cheapest when none does);
 //  * up (more accurate) only with margin and dwell: the most accurate
-//    configuration whose predicted loss at the smoothed rate times
+//    configuration whose predicted loss at the larger upper bound times
 //    (1 + up_rate_margin) is at most target * up_loss_margin, once such a
-//    more accurate one has been available for `dwell_s` without a break.
+//    more accurate one has been available for `dwell_s` without a break,
+//    and the queue is below the high-water mark.
 #ifndef EENN_COMMON_LOAD_CONTROLLER_H_
 #define EENN_COMMON_LOAD_CONTROLLER_H_
 
@@ -55,16 +60,20 @@ struct LoadControllerOptions {
   double loss_target = 0.01;     // loss ratio to stay under
   int workers = 2;               // eenn-device --workers
   int queue_capacity = 64;       // eenn-device --queue_capacity
-  double rate_half_life_s = 2.0; // smoothing of the arrival rate
-  double burst_window_s = 0.5;   // the recent rate (at least one tick) that a burst shows in at once
+  double rate_half_life_s = 2.0; // smoothing of the arrival rate (reported, not decided on)
+  double burst_window_s = 0.5;   // the short window (at least one tick) that a burst shows in at once
+  double rate_window_s = 1.0;    // the long window, whose rate is steadier
+  double rate_z = 1.0;           // rate bounds: n -/+ rate_z sqrt(n) arrivals in a window (0: point estimates)
+  double busy_z = 0.5;           // the busy stretch's lower bound: n - busy_z sqrt(n) (no calm in it to dilute
+                                 // it; only the clumping that filled the queue inflates it)
   double service_half_life_s = 5.0;  // smoothing of the measured service parts
-  double high_water = 0.5;       // share of the queue capacity
+  double high_water = 0.75;      // share of the queue capacity
   double drain_s = 1.0;          // backlog above the high-water mark is drained within this
   double pressure_margin = 0.1;  // queue at high water: rate used >= capacity in use x (1 + this); 0: off
-  double pressure_settle_s = 0.5;  // ... once the configuration in use has been for this long (about
-                                   // burst_window_s: by then the rate estimates have seen the burst)
-  double up_loss_margin = 0.5;   // up only to a configuration predicted under target * this ...
-  double up_rate_margin = 0.2;   // ... at the smoothed rate times (1 + this) ...
+  double pressure_settle_s = 0.5;  // ... once the queue has been at high water, and the configuration
+                                   // in use, for this long
+  double up_loss_margin = 0.8;   // up only to a configuration predicted under target * this ...
+  double up_rate_margin = 0.05;  // ... at the upper rate bound times (1 + this) ...
   double dwell_s = 3.0;          // ... available for this long without a break
   int initial_config = 0;        // index into the set (0: the most accurate)
   // Service parts assumed until measured.
@@ -111,11 +120,13 @@ class LoadController {
 
   // `count` requests arrived (accepted or refused) by `now_s`.
   void AddArrivals(int64_t count);
-  // The arrival rate over the last few arrivals (the caller's measurement,
-  // e.g. N arrivals over the time since the N-th last), for the next Tick:
-  // a burst shows in it within a few inter-arrival times, before a
-  // time-windowed rate has seen it. 0: none.
-  void SetRecentRate(double per_s) { recent_arrival_rate_ = per_s; }
+  // The busy stretch, for the next Tick: the arrivals since one last found
+  // no request waiting, as `gaps` inter-arrival gaps spanning `span_s` (N
+  // arrivals: N - 1 gaps from the first to the last). 0: none.
+  void SetBusyStretch(int64_t gaps, double span_s) {
+    stretch_gaps_ = gaps;
+    stretch_span_s_ = span_s;
+  }
   void AddService(const ServiceObservation& o, double now_s);
   // Decides at `now_s` with `queue_length` requests waiting.
   ControllerState Tick(int queue_length, double now_s);
@@ -136,7 +147,9 @@ class LoadController {
   LoadControllerOptions options_;
   ControllerState state_;
   int64_t arrivals_since_tick_ = 0;
-  double recent_arrival_rate_ = 0;
+  int64_t stretch_gaps_ = 0;  // the busy stretch: inter-arrival gaps and their span
+  double stretch_span_s_ = 0;
+  double high_since_s_ = -1;  // the queue has been at high water at every tick since then (-1: not now)
   std::deque<std::pair<double, int64_t>> recent_;  // (tick length, arrivals) of the last ticks
   double last_tick_s_ = -1;
   bool rate_known_ = false;

@@ -84,13 +84,19 @@ void LoadControl::Stop() {
 
 void LoadControl::OnArrival() {
   arrivals_.fetch_add(1, std::memory_order_relaxed);
-  if (options_.recent_arrivals > 0) {
-    const uint64_t i = arrival_count_.fetch_add(1, std::memory_order_relaxed);
-    arrival_us_[i % kMaxRecentArrivals].store(absl::ToInt64Microseconds(absl::Now() - start_),
-                                              std::memory_order_relaxed);
-  }
   // Called before the request is queued: it finds queue_depth() waiting.
-  if (high_water_count_ <= 0 || engine_->queue_depth() + 1 < high_water_count_) return;
+  const int waiting = engine_->queue_depth();
+  if (options_.busy_rate) {
+    const int64_t now_us = absl::ToInt64Microseconds(absl::Now() - start_);
+    absl::MutexLock lock(&stretch_mu_);
+    if (waiting == 0) {
+      stretch_arrivals_ = 0;
+      stretch_first_us_ = now_us;
+    }
+    ++stretch_arrivals_;
+    stretch_last_us_ = now_us;
+  }
+  if (high_water_count_ <= 0 || waiting + 1 < high_water_count_) return;
   absl::MutexLock lock(&wake_mu_);
   wake_ = true;
 }
@@ -112,20 +118,19 @@ void LoadControl::OnService(const ServiceSample& s) {
   if (pending_.size() < 100000) pending_.emplace_back(o, now);
 }
 
-double LoadControl::RecentRate() const {
-  const int n = std::min(options_.recent_arrivals, kMaxRecentArrivals - 1);
-  const uint64_t count = arrival_count_.load(std::memory_order_relaxed);
-  if (n <= 0 || count < static_cast<uint64_t>(n)) return 0;
-  // n arrivals since the n-th last one (a slot a concurrent arrival is
-  // overwriting right now is off by one arrival at most).
-  const int64_t first = arrival_us_[(count - n) % kMaxRecentArrivals].load(std::memory_order_relaxed);
-  const int64_t now = absl::ToInt64Microseconds(absl::Now() - start_);
-  return now > first ? n * 1e6 / static_cast<double>(now - first) : 0;
+std::pair<int64_t, double> LoadControl::BusyStretch() const {
+  // Its gaps from the first arrival to the last: the time since the last
+  // does not count (a decision an arrival brings forward comes right after
+  // it, and n arrivals over the time since the first would overstate the
+  // rate by n / (n - 1)).
+  absl::MutexLock lock(&stretch_mu_);
+  if (stretch_arrivals_ < 2 || stretch_last_us_ <= stretch_first_us_) return {0, 0.0};
+  return {stretch_arrivals_ - 1, (stretch_last_us_ - stretch_first_us_) * 1e-6};
 }
 
 void LoadControl::Tick() {
   const int queue = engine_->queue_depth();
-  const double recent_rate = RecentRate();
+  const auto [stretch_gaps, stretch_span_s] = BusyStretch();
   common::ControllerState s;
   common::ExitConfig config;
   std::vector<std::pair<common::ServiceObservation, double>> services;
@@ -137,7 +142,7 @@ void LoadControl::Tick() {
     absl::MutexLock lock(&mu_);
     for (const auto& [o, t] : services) controller_.AddService(o, t);
     controller_.AddArrivals(arrivals_.exchange(0));
-    controller_.SetRecentRate(recent_rate);
+    controller_.SetBusyStretch(stretch_gaps, stretch_span_s);
     s = controller_.Tick(queue, NowS());
     config = controller_.set().configs[s.config];
   }

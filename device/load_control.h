@@ -8,7 +8,6 @@
 #ifndef EENN_DEVICE_LOAD_CONTROL_H_
 #define EENN_DEVICE_LOAD_CONTROL_H_
 
-#include <array>
 #include <atomic>
 #include <memory>
 #include <thread>
@@ -33,9 +32,10 @@ struct LoadControlOptions {
   // is met within milliseconds, not at the next interval), at most once per
   // this gap.
   absl::Duration min_tick_gap = absl::Milliseconds(10);
-  // The controller also sees the rate over this many most recent arrivals
-  // (at most kMaxRecentArrivals; 0: off).
-  int recent_arrivals = 16;
+  // The controller also sees the rate of the current busy stretch: the
+  // arrivals since one last found no request waiting (a burst shows in it
+  // from its first arrival on, without the calm before it).
+  bool busy_rate = true;
   bool log = true;  // a line on stderr for every change
 };
 
@@ -78,11 +78,13 @@ class LoadControl {
   LoadControlOptions options_;
   absl::Time start_;
   std::atomic<int64_t> arrivals_{0};
-  // Arrival times (microseconds since start_), a ring of the latest.
-  static constexpr int kMaxRecentArrivals = 128;
-  std::array<std::atomic<int64_t>, kMaxRecentArrivals> arrival_us_{};
-  std::atomic<uint64_t> arrival_count_{0};
-  double RecentRate() const;
+  // The busy stretch: arrivals and the time of the first and the last
+  // (microseconds since start_) since one last found no request waiting.
+  mutable absl::Mutex stretch_mu_;
+  int64_t stretch_arrivals_ ABSL_GUARDED_BY(stretch_mu_) = 0;
+  int64_t stretch_first_us_ ABSL_GUARDED_BY(stretch_mu_) = 0;
+  int64_t stretch_last_us_ ABSL_GUARDED_BY(stretch_mu_) = 0;
+  std::pair<int64_t, double> BusyStretch() const;  // (gaps, their span in s)
 
   // Workers only append here, so they never wait for a decision.
   absl::Mutex pending_mu_;

@@ -111,7 +111,8 @@ ABSL_FLAG(std::string, configs, "",
 ABSL_FLAG(int, control_interval_ms, 250, "Load-aware exits: decision period.");
 ABSL_FLAG(int, control_dwell_ms, 3000,
           "Load-aware exits: a more accurate configuration must qualify this long before the move back.");
-ABSL_FLAG(double, control_rate_half_life_s, 2.0, "Load-aware exits: half-life of the arrival rate estimate.");
+ABSL_FLAG(double, control_rate_half_life_s, 2.0,
+          "Load-aware exits: half-life of the smoothed arrival rate (the eenn_device_arrival_rate metric).");
 ABSL_FLAG(int, control_burst_window_ms, 250,
           "Load-aware exits: the recent arrival rate, which a burst shows in at once, is measured over this.");
 ABSL_FLAG(int, control_drain_ms, 1000,
@@ -119,14 +120,25 @@ ABSL_FLAG(int, control_drain_ms, 1000,
 ABSL_FLAG(double, control_pressure_margin, 0.1,
           "Load-aware exits: with the queue at the high-water mark, decide for at least the capacity of the "
           "configuration in use times 1 + this (0: off), and decide at once rather than at the next interval.");
-ABSL_FLAG(int, control_pressure_settle_ms, 3000,
-          "Load-aware exits: the queue at the high-water mark judges a configuration only once it has been in "
-          "use this long (once per burst, by default: after that the rate estimates have seen it).");
-ABSL_FLAG(int, control_recent_arrivals, 16,
-          "Load-aware exits: with the queue at the high-water mark, the rate over this many latest arrivals "
-          "also counts (a burst shows in it within milliseconds; 0: off, at most 127).");
-ABSL_FLAG(double, control_high_water, 0.5,
-          "Load-aware exits: queue share above which the backlog counts as extra load.");
+ABSL_FLAG(int, control_pressure_settle_ms, 500,
+          "Load-aware exits: the queue at the high-water mark judges a configuration only once it has been there "
+          "at every decision, and the configuration in use, for this long.");
+ABSL_FLAG(int, control_rate_window_ms, 1000,
+          "Load-aware exits: the long window of the arrival rate (steadier than the burst window).");
+ABSL_FLAG(double, control_rate_z, 1.0,
+          "Load-aware exits: rate bounds of n -/+ z sqrt(n) arrivals in a window; down moves take the lower bound, "
+          "up moves the upper one (0: point estimates).");
+ABSL_FLAG(double, control_busy_z, 0.5,
+          "Load-aware exits: the busy stretch's rate bound: n - z sqrt(n) arrivals over its span.");
+ABSL_FLAG(double, control_up_loss_margin, 0.8,
+          "Load-aware exits: up only to a configuration predicted to lose under the target times this ...");
+ABSL_FLAG(double, control_up_rate_margin, 0.05, "... at the upper rate bound times (1 + this).");
+ABSL_FLAG(bool, control_busy_rate, true,
+          "Load-aware exits: with the queue at the high-water mark, the rate of the arrivals since one last found "
+          "no request waiting also counts (a burst shows in it from its first arrival on).");
+ABSL_FLAG(double, control_high_water, 0.75,
+          "Load-aware exits: the queue's high-water mark, as a share of its capacity: at or above it a decision "
+          "is brought forward, the busy stretch's rate counts and the backlog beyond it counts as extra load.");
 
 namespace {
 
@@ -290,10 +302,12 @@ int main(int argc, char** argv) {
     lo.controller.drain_s = absl::GetFlag(FLAGS_control_drain_ms) / 1000.0;
     lo.controller.pressure_margin = absl::GetFlag(FLAGS_control_pressure_margin);
     lo.controller.pressure_settle_s = absl::GetFlag(FLAGS_control_pressure_settle_ms) / 1000.0;
-    lo.recent_arrivals = absl::GetFlag(FLAGS_control_recent_arrivals);
-    if (lo.recent_arrivals < 0 || lo.recent_arrivals > 127) {
-      return Fail(absl::InvalidArgumentError("--control_recent_arrivals must be in [0, 127]"));
-    }
+    lo.controller.rate_window_s = absl::GetFlag(FLAGS_control_rate_window_ms) / 1000.0;
+    lo.controller.rate_z = absl::GetFlag(FLAGS_control_rate_z);
+    lo.controller.busy_z = absl::GetFlag(FLAGS_control_busy_z);
+    lo.controller.up_loss_margin = absl::GetFlag(FLAGS_control_up_loss_margin);
+    lo.controller.up_rate_margin = absl::GetFlag(FLAGS_control_up_rate_margin);
+    lo.busy_rate = absl::GetFlag(FLAGS_control_busy_rate);
     lo.interval = absl::Milliseconds(absl::GetFlag(FLAGS_control_interval_ms));
     auto c = eenn::device::LoadControl::Create(engine->get(), &metrics, std::move(*set), lo);
     if (!c.ok()) return Fail(c.status());

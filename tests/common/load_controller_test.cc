@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
+#include <random>
 
 namespace eenn::common {
 namespace {
@@ -39,6 +41,7 @@ LoadControllerOptions Options() {
   o.loss_target = 0.01;
   o.workers = 2;
   o.queue_capacity = 64;
+  o.high_water = 0.5;  // 32 waiting
   o.rate_half_life_s = 2.0;
   o.dwell_s = 3.0;
   return o;
@@ -158,6 +161,7 @@ TEST(LoadControllerTest, QueueAboveHighWaterDrainsTheBacklog) {
   LoadControllerOptions o = Options();
   o.drain_s = 0.5;
   o.pressure_margin = 0;  // the backlog term alone
+  o.rate_z = 0;           // on the windows' point estimates
   auto c = LoadController::Create(ThreeConfigs(), o);
   ASSERT_TRUE(c.ok());
   double now = 0;
@@ -170,43 +174,91 @@ TEST(LoadControllerTest, QueueAboveHighWaterDrainsTheBacklog) {
   EXPECT_NEAR(c->state().rate_used, 180 + (60 - 32) / 0.5, 1e-6);
 }
 
-TEST(LoadControllerTest, QueueAtHighWaterMovesBeforeTheRateEstimatesSeeTheBurst) {
+TEST(LoadControllerTest, QueueAtHighWaterCountsTheBusyStretch) {
+  for (const bool at_high_water : {true, false}) {
+    auto c = LoadController::Create(ThreeConfigs(), Options());
+    ASSERT_TRUE(c.ok());
+    double now = 0;
+    c->Tick(0, now);
+    for (int config : Drive(*c, now, 10, 100)) EXPECT_EQ(config, 0);
+    // A tick 105 ms into a burst at 600/s (a decision the queue brought
+    // forward): the windows still mostly calm; the 64 arrivals since one
+    // last found the queue empty came at 600/s (63 gaps over 105 ms).
+    now += 0.105;
+    c->AddArrivals(64);
+    c->SetBusyStretch(63, 0.105);
+    auto s = c->Tick(at_high_water ? 32 : 31, now);
+    // The short window (at least 500 ms of ticks): 114 arrivals over 605 ms.
+    const double window_lower = (114 - std::sqrt(114.0)) / 0.605;
+    if (at_high_water) {
+      // The stretch's lower bound, (63 - 0.5 sqrt(63)) / 0.105 s = 562/s: only config 2 (800/s) keeps up.
+      EXPECT_NEAR(s.rate_used, (63 - 0.5 * std::sqrt(63.0)) / 0.105, 1e-6);
+      EXPECT_EQ(s.config, 2);
+    } else {
+      // Below the mark it does not count: by the windows' 171/s config 0 (200/s) will do.
+      EXPECT_NEAR(s.rate_used, window_lower, 1e-6);
+      EXPECT_EQ(s.config, 0);
+    }
+  }
+}
+
+TEST(LoadControllerTest, QueueAtHighWaterForTheSettleTimeOverridesTheServiceModel) {
   auto c = LoadController::Create(ThreeConfigs(), Options());
   ASSERT_TRUE(c.ok());
   double now = 0;
   c->Tick(0, now);
   for (int config : Drive(*c, now, 10, 100)) EXPECT_EQ(config, 0);
-  // A tick 10 ms into a burst: 6 arrivals (600/s), the burst window still
-  // mostly calm, but the queue already at high water (32 of 64). The
-  // configuration in use evidently does not keep up: at least its capacity
-  // (200/s) x 1.1 is used, and the controller moves to a cheaper one.
-  now += 0.01;
-  c->AddArrivals(6);
-  auto s = c->Tick(32, now);
-  EXPECT_NEAR(s.rate_used, 220, 1e-6);
-  EXPECT_EQ(s.config, 1);
-  // 10 ms later the queue has not drained yet: config 1 is not judged by it
-  // (no ratchet down to config 2) until it has been in use for 500 ms.
-  now += 0.01;
-  c->AddArrivals(3);
-  s = c->Tick(32, now);
-  EXPECT_EQ(s.config, 1);
-  EXPECT_LT(s.rate_used, 400);
-  now += 0.5;
-  c->AddArrivals(50);  // 100/s: by the rate alone config 0 would do
-  s = c->Tick(32, now);
-  EXPECT_NEAR(s.rate_used, 440, 1e-6);  // config 1 serves 400/s: the queue says it does not keep up
-  EXPECT_EQ(s.config, 2);
-  // Without the floor it would have stayed.
+  // 100/s, by the model well within config 0's 200/s, yet the queue stays at
+  // high water (32 of 64): the model overestimates config 0. Not judged on
+  // one tick, nor while the queue dips below the mark ...
+  EXPECT_EQ(Drive(*c, now, kTick, 100, 32).back(), 0);
+  EXPECT_EQ(Drive(*c, now, kTick, 100, 10).back(), 0);
+  EXPECT_EQ(Drive(*c, now, kTick, 100, 32).back(), 0);
+  // ... but after 0.5 s at the mark at every tick: at least its capacity
+  // (200/s) x 1.1, and config 1 (400/s).
+  auto s = Drive(*c, now, 2 * kTick, 100, 32);
+  EXPECT_EQ(s.back(), 1);
+  EXPECT_NEAR(c->state().rate_used, 220, 1e-6);
+  // Config 1 is judged the same way: not at once (no ratchet down on the
+  // queue that config 0 left) ...
+  EXPECT_EQ(Drive(*c, now, kTick, 100, 32).back(), 1);
+  // ... but once it has been in use, and the queue at the mark, for 0.5 s.
+  EXPECT_EQ(Drive(*c, now, kTick, 100, 32).back(), 2);
+  EXPECT_NEAR(c->state().rate_used, 440, 1e-6);
+  // Without the floor nothing moves.
   LoadControllerOptions o = Options();
   o.pressure_margin = 0;
   auto off = LoadController::Create(ThreeConfigs(), o);
   double t = 0;
   off->Tick(0, t);
   Drive(*off, t, 10, 100);
-  t += 0.01;
-  off->AddArrivals(6);
-  EXPECT_EQ(off->Tick(32, t).config, 0);
+  EXPECT_EQ(Drive(*off, t, 3, 100, 32).back(), 0);
+}
+
+TEST(LoadControllerTest, NoisyArrivalsDoNotRatchetTheConfigurationDown) {
+  // Poisson arrivals at 300/s for a minute: config 1 (400/s) keeps up, but
+  // by its point estimate the busiest tick would ask for config 2.
+  LoadControllerOptions o = Options();
+  o.burst_window_s = kTick;
+  auto c = LoadController::Create(ThreeConfigs(), o);
+  ASSERT_TRUE(c.ok());
+  std::mt19937 rng(7);
+  std::poisson_distribution<int> per_tick(300 * kTick);
+  double now = 0;
+  c->Tick(0, now);
+  int largest = 0;
+  for (int i = 0; i < 240; ++i) {
+    now += kTick;
+    const int n = per_tick(rng);
+    largest = std::max(largest, n);
+    c->AddArrivals(n);
+    c->Tick(0, now);
+  }
+  ASSERT_GT(c->Predict(largest / kTick)[1].loss, 0.01) << "the noise must reach past config 1 for the test to mean "
+                                                           "anything (busiest tick: "
+                                                        << largest << " arrivals)";
+  EXPECT_EQ(c->state().config, 1);
+  EXPECT_LE(c->state().changes, 2);
 }
 
 TEST(LoadControllerTest, MeasuredSlowdownScalesTheServiceTimes) {

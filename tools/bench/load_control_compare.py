@@ -6,13 +6,14 @@ Starts two eenn-device daemons on loopback (plaintext, LibTorch 1 thread,
 the same --workers/--queue_capacity, no offload server unless --server, so
 requests no device exit takes finish locally): "fixed" serves the bundle's
 calibrated thresholds at its default split, "adaptive" runs the load
-controller over the bundle's configs.json. Both get the same open-loop trace
-at the same time (two eenn-client processes), so they share whatever else the
-machine does:
+controller over the bundle's configs.json. Both get the same open-loop trace,
+one after the other, each device alone on CPU 0 with its client on CPU 1
+(--at_once: both at the same time, sharing the machine's cores):
 
-  1. warm-up of both, then the fixed device's throughput in a closed loop
-     with workers + 2 requests in flight, both devices busy at once, sets its
-     capacity under the machine's contention;
+  1. warm-up of both, then the fixed device's capacity in a closed loop
+     with workers + 2 requests in flight (with --at_once, both devices busy
+     at once): answers per second by the mean gap between answers, the mean
+     of two passes after a warm-up pass;
   2. the trace: --cycles times --calm_s at --calm_x times that capacity, then
      --burst_s at --burst_x times it (evenly spaced arrivals);
   3. per device: loss ratio (refused for a full queue, plus deadline misses)
@@ -27,6 +28,7 @@ window loss ratio and accuracy of both, and the configuration in use).
 
     tools/bench/load_control_compare.py
     tools/bench/load_control_compare.py --cycles 6 --burst_x 2 --out /tmp/ceed
+    tools/bench/load_control_compare.py --at_once --queue_capacity 8
     tools/bench/load_control_compare.py --device_cpu_share 0.2   # slower devices (cgroup quota, root)
 """
 import argparse
@@ -97,7 +99,7 @@ def main():
                     help="images per class folder (the client sends them class by class: few per class keeps "
                          "every window balanced)")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--queue_capacity", type=int, default=8)
+    ap.add_argument("--queue_capacity", type=int, default=32)
     ap.add_argument("--loss_target", type=float, default=0.03)
     ap.add_argument("--control_interval_ms", type=int, default=100)
     ap.add_argument("--control_dwell_ms", type=int, default=1000, help="eenn-device --control_dwell_ms")
@@ -118,12 +120,16 @@ def main():
                          "(what the adaptive device saves, the fixed one gets): measured that way the controller "
                          "cut nothing (0.6-1.1x in three runs); add --device_cpu_share to cap each")
     ap.add_argument("--client_cpus", default="", help="taskset CPU list of the clients and the server ('': any)")
+    ap.add_argument("--at_once", action="store_true",
+                    help="run both devices and their clients at the same time on this machine (they then share its "
+                         "cores: what one saves, the other gets)")
     ap.add_argument("--sequential", action="store_true",
-                    help="run the two devices one after the other on the same trace, each alone on CPU 0 with the "
-                         "client (and server) on CPU 1 unless --device_cpus/--client_cpus say otherwise: neither "
-                         "device's speed then depends on how hard the other works")
+                    help="(the default) the two devices one after the other on the same trace, each alone on CPU 0 "
+                         "with the client (and server) on CPU 1 unless --device_cpus/--client_cpus say otherwise: "
+                         "neither device's speed then depends on how hard the other works")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    a.sequential = not a.at_once
     if a.sequential and (os.cpu_count() or 1) >= 2:
         a.device_cpus = a.device_cpus or "0"
         a.client_cpus = a.client_cpus or "1"
@@ -175,14 +181,20 @@ def main():
             return client(dev["grpc_port"], images, [f"--concurrency={a.workers + 2}"])
 
         fixed_proc, fixed = start_fixed()
+        passes = []
         if a.sequential:
-            for _ in range(2):
-                wa = warm(fixed)
+            for _ in range(3):
+                passes.append(warm(fixed))
         else:
             _, adaptive = start_adaptive()
-            for _ in range(2):
-                wa, _ = in_parallel([lambda: warm(fixed), lambda: warm(adaptive)])
-        capacity = wa["throughput_rps"]
+            for _ in range(3):
+                passes.append(in_parallel([lambda: warm(fixed), lambda: warm(adaptive)])[0])
+        # The fixed device's capacity: answers per second while it is saturated
+        # (the mean gap between consecutive answers, which leaves out the
+        # client's start and the last requests' drain that a pass's wall time
+        # includes), the mean of the last two passes (the first warms up).
+        rates = sorted(1000.0 / p["answer_gap_ms"]["mean"] for p in passes[1:])
+        capacity = rates[len(rates) // 2] if len(rates) % 2 else 0.5 * (rates[0] + rates[1])
         service_ms = a.workers * 1000.0 / capacity
         trace = os.path.join(out_dir, "trace.csv")
         t, rid, lines = 0.0, 0, ["id,time"]
@@ -239,7 +251,9 @@ def main():
         la, lb = ra["loss_ratio"], rb["loss_ratio"]
         aa, ab = ra["totals"]["accuracy"], rb["totals"]["accuracy"]
         summary = {
-            "capacity_rps": capacity, "service_ms_per_worker": service_ms, "arrivals": ra["arrivals"],
+            "capacity_rps": capacity, "capacity_passes_rps": rates,
+            "pass_throughput_rps": [p["throughput_rps"] for p in passes],
+            "service_ms_per_worker": service_ms, "arrivals": ra["arrivals"],
             "load_avg_1m": os.getloadavg()[0], "device_cpu_share": a.device_cpu_share,
             "device_cpus": a.device_cpus, "client_cpus": a.client_cpus, "sequential": a.sequential,
             "fixed": {"loss_ratio": la, "accuracy": aa, "rejected": ra["rejected"], "answered": ra["answered"]},
@@ -252,7 +266,7 @@ def main():
         if a.json:
             print(json.dumps(summary))
         else:
-            print(f"capacity {capacity:.1f}/s (saturated throughput of the fixed device), {ra['arrivals']} arrivals, "
+            print(f"capacity {capacity:.1f}/s (the fixed device saturated), {ra['arrivals']} arrivals, "
                   f"load average {summary['load_avg_1m']:.2f}")
             print("device   | loss ratio | accuracy | answered")
             print(f"fixed    | {la:10.4f} | {100 * aa:7.2f}% | {ra['answered']}")
