@@ -15,7 +15,7 @@ include(GNUInstallDirs)
 
 set(EENN_DAEMON_TARGETS eenn-server eenn-device)
 set(EENN_TOOL_TARGETS eenn-client eenn-infer eenn-train eenn-calibrate eenn-eval eenn-plan eenn-profile
-                      eenn-bench-forward eenn-bench-server eenn-queue)
+                      eenn-bench-forward eenn-bench-server eenn-queue eenn-control-sim)
 install(TARGETS ${EENN_DAEMON_TARGETS} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT daemons)
 install(TARGETS ${EENN_TOOL_TARGETS} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT tools)
 install(PROGRAMS tools/make-certs.sh DESTINATION ${CMAKE_INSTALL_BINDIR} RENAME eenn-make-certs
@@ -65,7 +65,7 @@ set(CPACK_DEBIAN_DAEMONS_DESCRIPTION
     "Collaborative early-exit CNN inference: eenn-server and eenn-device\n eenn-device runs the first layers of an early-exit CNN on the edge and offloads the rest over\n gRPC to eenn-server (TLS, health checks, Prometheus metrics, systemd units).")
 set(CPACK_DEBIAN_TOOLS_PACKAGE_NAME eenn-tools)
 set(CPACK_DEBIAN_TOOLS_DESCRIPTION
-    "eenn tools: client, local inference, training, calibration, planning and benchmarks\n eenn-client, eenn-infer, eenn-train, eenn-calibrate, eenn-eval, eenn-plan, eenn-profile and the\n eenn-bench-* programs.")
+    "eenn tools: client, local inference, training, calibration, planning and benchmarks\n eenn-client, eenn-infer, eenn-train, eenn-calibrate, eenn-eval, eenn-plan, eenn-profile, eenn-queue,\n eenn-control-sim and the eenn-bench-* programs.")
 set(CPACK_DEBIAN_MODELS_PACKAGE_NAME eenn-models)
 set(CPACK_DEBIAN_MODELS_PACKAGE_ARCHITECTURE all)
 set(CPACK_DEBIAN_MODELS_PACKAGE_SHLIBDEPS OFF)

@@ -26,7 +26,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 DAEMONS=(eenn-server eenn-device)
 TOOLS=(eenn-client eenn-infer eenn-train eenn-calibrate eenn-eval eenn-plan eenn-profile eenn-bench-forward
-       eenn-bench-server)
+       eenn-bench-server eenn-queue eenn-control-sim)
 IMAGES=("$DATA/airplane/0000.jpg" "$DATA/cat/0000.jpg")
 for i in "${IMAGES[@]}"; do [ -f "$i" ] || fail "CIFAR-10 test image $i not found (set EENN_DATA)"; done
 
