@@ -82,6 +82,7 @@ using eenn::v1::ClassifyReply;
 struct Outcome {
   size_t file = 0;  // index into the file list
   double arrival_s = 0;  // open loop: intended arrival time from the start
+  double send_lag_ms = 0;  // open loop: how late the scheduler sent it
   bool done = false;
   grpc::StatusCode code = grpc::StatusCode::OK;
   std::string error;
@@ -255,6 +256,7 @@ int main(int argc, char** argv) {
       Outcome& o = outcomes[i];
       o.file = i % num_files;
       o.arrival_s = arrival_times[i];
+      o.send_lag_ms = lag_ms;
       auto call = std::make_unique<Call>();
       call->req.set_request_id(absl::StrCat((*files)[o.file], "#", i));
       call->req.set_image(image_bytes[o.file]);
@@ -359,7 +361,10 @@ int main(int argc, char** argv) {
     eenn::common::RequestRecord rec;
     rec.arrival_s = o.arrival_s;
     rec.latency_ms = o.latency_ms;
-    if (open_loop) line["arrival_s"] = o.arrival_s;
+    if (open_loop) {
+      line["arrival_s"] = o.arrival_s;
+      line["send_lag_ms"] = o.send_lag_ms;
+    }
     if (!o.done) {
       ++lost;
       rec.outcome = eenn::common::RequestOutcome::kDeadline;

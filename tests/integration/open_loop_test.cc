@@ -133,8 +133,10 @@ TEST_F(OpenLoopTest, PoissonOverloadIsRefusedAndReportedPerWindow) {
   EXPECT_EQ(lines[0].rfind("start_s,end_s,arrivals,answered,rejected,missed,failed,loss_ratio", 0), 0u);
   EXPECT_EQ(lines[1].rfind("0,1," + std::to_string(s["windows"][0]["arrivals"].get<int64_t>()) + ",", 0), 0u)
       << lines[1];
-  // Each result line has its arrival time; answered ones the device's service time.
+  // Each result line has its arrival time and how late it was sent; answered ones the device's
+  // service time.
   EXPECT_NE(testing::ReadAll(results).find("\"arrival_s\":"), std::string::npos);
+  EXPECT_NE(testing::ReadAll(results).find("\"send_lag_ms\":"), std::string::npos);
   EXPECT_NE(testing::ReadAll(results).find("\"service_ms\":"), std::string::npos);
 }
 
