@@ -107,9 +107,10 @@ absl::StatusOr<SimResult> SimulateLoadControl(const ConfigSet& set, const std::v
 
   std::mt19937_64 rng(options.seed);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
+  // Log-normal with mean 1 and coefficient of variation noise_cv.
   const double sigma2 = std::log(1 + service.noise_cv * service.noise_cv);
-  std::normal_distribution<double> normal(-sigma2 / 2, std::sqrt(sigma2));
-  auto noise = [&]() { return service.noise_cv > 0 ? std::exp(normal(rng)) : 1.0; };
+  std::normal_distribution<double> normal(0.0, 1.0);
+  auto noise = [&]() { return sigma2 > 0 ? std::exp(-sigma2 / 2 + std::sqrt(sigma2) * normal(rng)) : 1.0; };
 
   SimResult r;
   const double horizon = arrivals.empty() ? 0 : arrivals.back();
@@ -182,7 +183,7 @@ absl::StatusOr<SimResult> SimulateLoadControl(const ConfigSet& set, const std::v
       o.device_ms = b.parts.device;
       o.remote_ms = b.parts.remote;
       o.offloaded = Offloaded(set, c, b.exit);
-      observed.emplace_back(o, now);
+      if (controlled) observed.emplace_back(o, now);
       b.until = kInf;
       if (!waiting.empty()) {
         const size_t i = waiting.front();

@@ -10,12 +10,13 @@
 // pin its behaviour on a bursty trace. Torch-free.
 //
 // Service time of a request taken under configuration c and leaving at exit g:
-//   (fixed_ms + speed_factor * exit_device_ms[g] + remote) * noise,
+//   fixed_ms * n1 + speed_factor * exit_device_ms[g] * n2 + remote * n3,
 // remote = for offloaded requests, remote_ms, plus with local_fallback the
 // device's own compute of the rest of the network (speed_factor times the
-// full network's compute less exit_device_ms[g]); noise is log-normal with
-// mean 1 and coefficient of variation noise_cv. Accuracy: each answered
-// request counts its configuration's expected accuracy.
+// full network's compute less exit_device_ms[g]); n1, n2, n3 are independent
+// log-normal draws with mean 1 and coefficient of variation noise_cv (so the
+// total varies less). Accuracy: each answered request counts its
+// configuration's expected accuracy.
 #ifndef EENN_COMMON_CONTROL_SIM_H_
 #define EENN_COMMON_CONTROL_SIM_H_
 

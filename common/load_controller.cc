@@ -27,12 +27,12 @@ absl::StatusOr<LoadController> LoadController::Create(ConfigSet set, const LoadC
     return absl::InvalidArgumentError(absl::StrCat("load controller: initial configuration ", options.initial_config,
                                                    " is out of range [0, ", set.configs.size(), ")"));
   }
-  if (!(options.high_water > 0) || !(options.drain_s > 0) || options.pressure_margin < 0 ||
-      options.pressure_settle_s < 0 || options.burst_window_s < 0 || options.rate_window_s < 0 ||
-      options.rate_z < 0 || options.busy_z < 0 || options.dwell_s < 0 ||
-      options.up_rate_margin < 0 || !(options.up_loss_margin > 0 && options.up_loss_margin <= 1)) {
+  if (!(options.high_water > 0 && options.high_water <= 1) || !(options.drain_s > 0) ||
+      !(options.pressure_margin >= 0) || !(options.pressure_settle_s >= 0) || !(options.burst_window_s >= 0) ||
+      !(options.rate_window_s >= 0) || !(options.rate_z >= 0) || !(options.busy_z >= 0) || !(options.dwell_s >= 0) ||
+      !(options.up_rate_margin >= 0) || !(options.up_loss_margin > 0 && options.up_loss_margin <= 1)) {
     return absl::InvalidArgumentError(
-        "load controller: high water and drain time must be > 0; rate windows, rate bound z's, dwell, rate and "
+        "load controller: high water in (0, 1]; drain time > 0; rate windows, rate bound z's, dwell, rate and "
         "pressure margins and pressure settle time >= 0; loss margin in (0, 1]");
   }
   return LoadController(std::move(set), options);
@@ -121,6 +121,11 @@ std::vector<ConfigPrediction> LoadController::Predict(double rate) const {
 }
 
 ControllerState LoadController::Tick(int queue_length, double now_s) {
+  // The busy stretch is for this decision only.
+  const int64_t stretch_gaps = stretch_gaps_;
+  const double stretch_span_s = stretch_span_s_;
+  stretch_gaps_ = 0;
+  stretch_span_s_ = 0;
   state_.changed = false;
   state_.queue_length = queue_length;
   if (last_tick_s_ < 0 || now_s <= last_tick_s_) {
@@ -183,9 +188,9 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
     if (high_since_s_ < 0) high_since_s_ = now_s;
     // The busy stretch's rate counts when the queue at high water says the
     // arrivals outpace service (it sees a burst from its first arrival on).
-    if (stretch_gaps_ > 0 && stretch_span_s_ > 0) {
-      const double n = static_cast<double>(stretch_gaps_);
-      rate = std::max(rate, std::max(0.0, n - options_.busy_z * std::sqrt(n)) / stretch_span_s_);
+    if (stretch_gaps > 0 && stretch_span_s > 0) {
+      const double n = static_cast<double>(stretch_gaps);
+      rate = std::max(rate, std::max(0.0, n - options_.busy_z * std::sqrt(n)) / stretch_span_s);
     }
     // A queue at high water for pressure_settle_s, under a configuration in
     // use at least as long: the service model overestimates that
@@ -202,8 +207,6 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
   } else {
     high_since_s_ = -1;
   }
-  stretch_gaps_ = 0;
-  stretch_span_s_ = 0;
   state_.rate_used = rate;
   state_.predictions = Predict(rate);
   const int n = static_cast<int>(set_.configs.size());

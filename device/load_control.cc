@@ -84,17 +84,25 @@ void LoadControl::Stop() {
 
 void LoadControl::OnArrival() {
   arrivals_.fetch_add(1, std::memory_order_relaxed);
-  // Called before the request is queued: it finds queue_depth() waiting.
-  const int waiting = engine_->queue_depth();
-  if (options_.busy_rate) {
-    const int64_t now_us = absl::ToInt64Microseconds(absl::Now() - start_);
+  const bool busy_rate = options_.busy_rate;
+  if (!busy_rate && high_water_count_ <= 0) return;
+  // Called before the request is queued: it finds queue_depth() waiting. With
+  // the busy stretch, read under its lock, so that concurrent arrivals update
+  // it in the order they saw the queue (Submit calls this before taking the
+  // engine's lock, so the order of the two locks is always this one).
+  int waiting = 0;
+  if (busy_rate) {
     absl::MutexLock lock(&stretch_mu_);
+    waiting = engine_->queue_depth();
+    const int64_t now_us = absl::ToInt64Microseconds(absl::Now() - start_);
     if (waiting == 0) {
       stretch_arrivals_ = 0;
       stretch_first_us_ = now_us;
     }
     ++stretch_arrivals_;
     stretch_last_us_ = now_us;
+  } else {
+    waiting = engine_->queue_depth();
   }
   if (high_water_count_ <= 0 || waiting + 1 < high_water_count_) return;
   absl::MutexLock lock(&wake_mu_);

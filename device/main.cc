@@ -137,8 +137,9 @@ ABSL_FLAG(bool, control_busy_rate, true,
           "Load-aware exits: with the queue at the high-water mark, the rate of the arrivals since one last found "
           "no request waiting also counts (a burst shows in it from its first arrival on).");
 ABSL_FLAG(double, control_high_water, 0.75,
-          "Load-aware exits: the queue's high-water mark, as a share of its capacity: at or above it a decision "
-          "is brought forward, the busy stretch's rate counts and the backlog beyond it counts as extra load.");
+          "Load-aware exits: the queue's high-water mark, as a share of its capacity (0, 1]: at or above it the "
+          "busy stretch's rate counts, the backlog beyond it counts as extra load and (with "
+          "--control_pressure_margin > 0) an arrival brings the decision forward.");
 
 namespace {
 

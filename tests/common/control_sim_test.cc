@@ -200,6 +200,7 @@ TEST_F(ShippedConfigsTest, WithinAPointOfTheBestStaticConfigurationInHindsight) 
       }
       if (r->loss_ratio <= adaptive->loss_ratio) best = std::max(best, r->accuracy);
     }
+    ASSERT_GT(best, 0) << "no configuration held throughout lost as little as the controller";
     EXPECT_GE(adaptive->accuracy, best - 0.01) << "best static " << best << ", controller " << adaptive->accuracy;
     std::printf("%s: controller %.4f at loss %.4f, best static at that loss %.4f\n",
                 poisson ? "Poisson" : "even", adaptive->accuracy, adaptive->loss_ratio, best);

@@ -95,7 +95,8 @@ TEST(LoadControllerTest, BurstMovesToACheaperConfigurationWithinOneTick) {
   c->Tick(0, now);
   for (int config : Drive(*c, now, 10, 100)) EXPECT_EQ(config, 0);
   // 600/s: only config 2 (800/s) keeps up. The first tick sees 350/s over
-  // the half-second burst window (config 1 suffices), the second the burst.
+  // the half-second burst window (its lower bound, 323/s: config 1
+  // suffices), the second the burst.
   auto burst = Drive(*c, now, 2, 600);
   EXPECT_EQ(burst[0], 1);
   EXPECT_EQ(burst[1], 2);
@@ -310,6 +311,18 @@ TEST(LoadControllerTest, RefusesBadOptions) {
   EXPECT_FALSE(LoadController::Create(ThreeConfigs(), o).ok());
   o = Options();
   o.initial_config = 3;
+  EXPECT_FALSE(LoadController::Create(ThreeConfigs(), o).ok());
+  for (double LoadControllerOptions::*field :
+       {&LoadControllerOptions::rate_window_s, &LoadControllerOptions::rate_z, &LoadControllerOptions::busy_z,
+        &LoadControllerOptions::pressure_settle_s, &LoadControllerOptions::dwell_s}) {
+    for (const double bad : {-1.0, std::nan("")}) {
+      o = Options();
+      o.*field = bad;
+      EXPECT_FALSE(LoadController::Create(ThreeConfigs(), o).ok()) << bad;
+    }
+  }
+  o = Options();
+  o.high_water = 1.5;
   EXPECT_FALSE(LoadController::Create(ThreeConfigs(), o).ok());
 }
 
