@@ -260,15 +260,21 @@ absl::StatusOr<ConfigSet> ConfigSetFromJson(const std::string& text) {
   return set;
 }
 
-absl::StatusOr<ConfigSet> ReadConfigSet(const std::string& path, const std::string& model_name,
-                                        const std::string& model_version, const std::string& weights_sha256,
-                                        const std::vector<int>& exit_layers) {
+absl::StatusOr<ConfigSet> ReadConfigSetFile(const std::string& path) {
   std::ifstream f(path);
   if (!f) return absl::NotFoundError(absl::StrCat("cannot read configurations '", path, "'"));
   std::stringstream ss;
   ss << f.rdbuf();
   auto set = ConfigSetFromJson(ss.str());
   if (!set.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", set.status().message()));
+  return set;
+}
+
+absl::StatusOr<ConfigSet> ReadConfigSet(const std::string& path, const std::string& model_name,
+                                        const std::string& model_version, const std::string& weights_sha256,
+                                        const std::vector<int>& exit_layers) {
+  auto set = ReadConfigSetFile(path);
+  if (!set.ok()) return set.status();
   if (set->model_name != model_name || set->model_version != model_version) {
     return absl::FailedPreconditionError(absl::StrCat("configurations '", path, "' were made for model '",
                                                       set->model_name, "' version '", set->model_version,

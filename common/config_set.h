@@ -89,6 +89,10 @@ std::vector<ExitConfig> ParetoFront(std::vector<ExitConfig> configs);
 std::string ConfigSetToJson(const ConfigSet& set);
 absl::StatusOr<ConfigSet> ConfigSetFromJson(const std::string& json);
 
+// Reads and parses a configs.json: NotFound when the file cannot be read,
+// InvalidArgument (naming the file) when it does not parse.
+absl::StatusOr<ConfigSet> ReadConfigSetFile(const std::string& path);
+
 // Reads and checks a configs.json for a bundle: FailedPrecondition when it
 // was made for another model, version or weights, or for other exits;
 // NotFound when the file is missing.

@@ -56,6 +56,24 @@ struct Busy {
 
 }  // namespace
 
+std::vector<double> OnOffTrace(double calm_rate, double calm_s, double burst_rate, double burst_s, int cycles,
+                               bool poisson, uint64_t seed) {
+  std::vector<double> out;
+  std::mt19937_64 rng(seed);
+  double start = 0;
+  for (int k = 0; k < cycles; ++k) {
+    for (const auto& [len, rate] : {std::make_pair(calm_s, calm_rate), std::make_pair(burst_s, burst_rate)}) {
+      const double end = start + len;
+      std::exponential_distribution<double> gap(rate);
+      for (double a = start + (poisson ? gap(rng) : 0); a < end - 1e-9; a += poisson ? gap(rng) : 1 / rate) {
+        out.push_back(a);
+      }
+      start = end;
+    }
+  }
+  return out;
+}
+
 ConfigSet FixedDeviceSet(const ConfigSet& like, double service_ms, double accuracy, const SimServiceModel& service) {
   ConfigSet set = like;
   ExitConfig f;

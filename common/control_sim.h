@@ -76,6 +76,13 @@ struct SimResult {
 absl::StatusOr<SimResult> SimulateLoadControl(const ConfigSet& set, const std::vector<double>& arrivals_s,
                                               const SimServiceModel& service, const SimOptions& options);
 
+// An on/off trace: `cycles` times a calm phase of `calm_s` seconds at
+// `calm_rate` then a burst of `burst_s` at `burst_rate` (arrivals per second),
+// evenly spaced (as tools/bench/load_control_compare.py makes it) or Poisson
+// within each phase (seeded).
+std::vector<double> OnOffTrace(double calm_rate, double calm_s, double burst_rate, double burst_s, int cycles,
+                               bool poisson, uint64_t seed);
+
 // A set of one configuration for the same exits: every request on the device
 // to the final exit, `service_ms` mean service under `service` (its fixed part
 // included), `accuracy` expected: a device with fixed thresholds, known by its

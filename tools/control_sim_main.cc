@@ -15,10 +15,7 @@
 // (its measured service time) with the same noise.
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -86,11 +83,7 @@ int main(int argc, char** argv) {
       "eenn-control-sim --configs FILE --baseline_ms MS --baseline_accuracy A [--fixed_ms MS --speed_factor F "
       "--local_fallback] [--trace FILE | --calm_x X --burst_x X --calm_s S --burst_s S --cycles N] [--json]");
   absl::ParseCommandLine(argc, argv);
-  std::ifstream in(absl::GetFlag(FLAGS_configs));
-  if (!in) return Fail("--configs: cannot read '" + absl::GetFlag(FLAGS_configs) + "'");
-  std::stringstream text;
-  text << in.rdbuf();
-  auto set = eenn::common::ConfigSetFromJson(text.str());
+  auto set = eenn::common::ReadConfigSetFile(absl::GetFlag(FLAGS_configs));
   if (!set.ok()) return Fail(set.status().ToString());
   const double baseline_ms = absl::GetFlag(FLAGS_baseline_ms);
   const double baseline_accuracy = absl::GetFlag(FLAGS_baseline_accuracy);
@@ -103,37 +96,18 @@ int main(int argc, char** argv) {
 
   std::vector<double> trace;
   if (!absl::GetFlag(FLAGS_trace).empty()) {
-    std::ifstream t(absl::GetFlag(FLAGS_trace));
-    if (!t) return Fail("--trace: cannot read '" + absl::GetFlag(FLAGS_trace) + "'");
-    std::stringstream s;
-    s << t.rdbuf();
-    auto parsed = eenn::common::ParseArrivalTrace(s.str(), absl::GetFlag(FLAGS_trace));
-    if (!parsed.ok()) return Fail(parsed.status().ToString());
-    trace = *std::move(parsed);
+    auto spec = eenn::common::ParseArrivalSpec("trace:" + absl::GetFlag(FLAGS_trace));
+    if (!spec.ok()) return Fail(spec.status().ToString());
+    trace = std::move(spec->trace);
   }
   for (double v : {absl::GetFlag(FLAGS_calm_s), absl::GetFlag(FLAGS_calm_x), absl::GetFlag(FLAGS_burst_s),
                    absl::GetFlag(FLAGS_burst_x)}) {
     if (!(v > 0)) return Fail("phase rates and lengths must be > 0");
   }
-  // The on/off trace (evenly spaced, or Poisson within each phase).
   auto on_off = [capacity](uint64_t seed) {
-    std::vector<double> out;
-    std::mt19937_64 rng(seed);
-    double t = 0;
-    for (int k = 0; k < absl::GetFlag(FLAGS_cycles); ++k) {
-      for (auto [len, x] : {std::make_pair(absl::GetFlag(FLAGS_calm_s), absl::GetFlag(FLAGS_calm_x)),
-                            std::make_pair(absl::GetFlag(FLAGS_burst_s), absl::GetFlag(FLAGS_burst_x))}) {
-        const double end = t + len, rate = capacity * x;
-        std::exponential_distribution<double> gap(rate);
-        double a = absl::GetFlag(FLAGS_poisson) ? t + gap(rng) : t;
-        while (a < end - 1e-9) {
-          out.push_back(a);
-          a += absl::GetFlag(FLAGS_poisson) ? gap(rng) : 1.0 / rate;
-        }
-        t = end;
-      }
-    }
-    return out;
+    return eenn::common::OnOffTrace(capacity * absl::GetFlag(FLAGS_calm_x), absl::GetFlag(FLAGS_calm_s),
+                                    capacity * absl::GetFlag(FLAGS_burst_x), absl::GetFlag(FLAGS_burst_s),
+                                    absl::GetFlag(FLAGS_cycles), absl::GetFlag(FLAGS_poisson), seed);
   };
 
   eenn::common::SimServiceModel model;

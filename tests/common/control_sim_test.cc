@@ -6,9 +6,7 @@
 
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <random>
-#include <sstream>
 
 #include "common/queueing.h"
 
@@ -102,11 +100,7 @@ TEST(ControlSimTest, SameSeedSameRunAndBadInputsAreRefused) {
 class ShippedConfigsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::ifstream in(std::string(EENN_SOURCE_DIR) + "/models/cifar10-resnet18/configs.json");
-    ASSERT_TRUE(in) << "no shipped configs.json";
-    std::stringstream text;
-    text << in.rdbuf();
-    auto set = ConfigSetFromJson(text.str());
+    auto set = ReadConfigSetFile(std::string(EENN_SOURCE_DIR) + "/models/cifar10-resnet18/configs.json");
     ASSERT_TRUE(set.ok()) << set.status();
     set_ = *std::move(set);
     // The shipped bundle's device as measured here (1 thread, no server: offloaded
@@ -123,20 +117,7 @@ class ShippedConfigsTest : public ::testing::Test {
   // 1.15x the fixed device's capacity; evenly spaced or Poisson.
   std::vector<double> Trace(bool poisson, uint64_t seed) const {
     const double capacity = 1000 / 1.65;
-    std::mt19937_64 rng(seed);
-    std::vector<double> t;
-    double start = 0;
-    for (int k = 0; k < 4; ++k) {
-      for (auto [len, x] : {std::make_pair(4.0, 0.3), std::make_pair(3.0, 1.15)}) {
-        const double rate = capacity * x;
-        std::exponential_distribution<double> gap(rate);
-        for (double a = start + (poisson ? gap(rng) : 0); a < start + len - 1e-9; a += poisson ? gap(rng) : 1 / rate) {
-          t.push_back(a);
-        }
-        start += len;
-      }
-    }
-    return t;
+    return OnOffTrace(0.3 * capacity, 4, 1.15 * capacity, 3, 4, poisson, seed);
   }
 
   SimOptions Options() const {
