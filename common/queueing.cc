@@ -37,6 +37,13 @@ absl::Status Validate(const QueueModel& m) {
   if (!(m.service_scv >= 0) || !std::isfinite(m.service_scv)) {
     return absl::InvalidArgumentError(absl::StrCat("service-time SCV ", m.service_scv, " must be >= 0"));
   }
+  if (!(m.arrival_work_s >= 0) || !std::isfinite(m.arrival_work_s)) {
+    return absl::InvalidArgumentError(absl::StrCat("arrival work ", m.arrival_work_s, " s must be >= 0"));
+  }
+  if (m.arrival_work_s > 0 && m.servers != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("arrival work (", m.arrival_work_s, " s) is modelled for one server only, not ", m.servers));
+  }
   if (m.servers < 1 || m.capacity < m.servers) {
     return absl::InvalidArgumentError(
         absl::StrCat("need 1 <= servers (", m.servers, ") <= capacity (", m.capacity, ")"));
@@ -155,13 +162,27 @@ absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& given) {
   if (auto s = Validate(m); !s.ok()) return s;
   if (m.servers != 1) return absl::InvalidArgumentError("the M/G/1/K embedded chain needs servers == 1");
   const int K = m.capacity;
-  const double rho = m.arrival_rate * m.service_mean_s;
+  // mu: arrivals that the work of one arrival lets in; the mean service with
+  // that work is E[S0] / (1 - mu) (each arrival during a service adds mu more
+  // on average, so lambda E[S0] (1 + mu + mu^2 + ...) arrive in all).
+  const double mu = m.arrival_rate * m.arrival_work_s;
+  const std::string work_note =
+      m.arrival_work_s > 0 ? absl::StrCat(", each arrival adds ", m.arrival_work_s * 1e3, " ms of work") : "";
+  if (mu >= 1) {  // the arrivals' own handling takes the whole core
+    QueueModel eff = m;
+    std::vector<double> p(K + 1, 0.0);
+    p[K] = 1;
+    return Finish(eff, std::move(p), absl::StrCat("M/G/1/K embedded chain", work_note, ": saturated by the arrivals' work"));
+  }
+  QueueModel eff = m;  // its service_mean_s: E[S], the arrivals' work included
+  eff.service_mean_s = m.service_mean_s / (1 - mu);
+  const double rho = m.arrival_rate * eff.service_mean_s;
   if (rho == 0) {
     std::vector<double> p(K + 1, 0.0);
     p[0] = 1;
-    return Finish(m, std::move(p), "M/G/1/K embedded chain");
+    return Finish(eff, std::move(p), "M/G/1/K embedded chain");
   }
-  // a[j]: probability of j arrivals during one service.
+  // a[j]: probability of j arrivals during one service (during S0 without arrival work).
   std::vector<double> a(K, 0.0);
   const bool empirical = !m.service_samples_s.empty();
   if (empirical) {  // the average of Poisson(lambda s) over the samples s
@@ -174,8 +195,9 @@ absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& given) {
       }
     }
     for (double& x : a) x /= static_cast<double>(m.service_samples_s.size());
-  } else if (m.service_scv < 1e-9) {  // deterministic: Poisson(rho)
-    for (int j = 0; j < K; ++j) a[j] = std::exp(-rho + j * std::log(rho) - std::lgamma(j + 1.0));
+  } else if (m.service_scv < 1e-9) {  // deterministic: Poisson(lambda S0)
+    const double r0 = m.arrival_rate * m.service_mean_s;
+    for (int j = 0; j < K; ++j) a[j] = std::exp(-r0 + j * std::log(r0) - std::lgamma(j + 1.0));
   } else {  // gamma(shape alpha, scale theta): negative binomial
     const double alpha = 1 / m.service_scv;
     const double theta = m.service_mean_s * m.service_scv;
@@ -184,6 +206,21 @@ absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& given) {
     for (int j = 0; j < K; ++j) {
       a[j] = std::exp(std::lgamma(alpha + j) - std::lgamma(alpha) - std::lgamma(j + 1.0) + alpha * log_p + j * log_q);
     }
+  }
+  if (mu > 0) {
+    // With arrival work, j arrivals during S0 start a branching process with
+    // Poisson(mu) offspring; the total arrivals t >= j are Borel-Tanner:
+    // P(t | j) = (j / t) e^(-mu t) (mu t)^(t - j) / (t - j)!.
+    std::vector<double> total(K, 0.0);
+    total[0] = a[0];
+    for (int t = 1; t < K; ++t) {
+      for (int j = 1; j <= t; ++j) {
+        if (a[j] <= 0) continue;
+        total[t] += a[j] * std::exp(std::log(static_cast<double>(j) / t) - mu * t + (t - j) * std::log(mu * t) -
+                                    std::lgamma(t - j + 1.0));
+      }
+    }
+    a = std::move(total);
   }
   // Departure-epoch chain on 0..K-1: from i (>= 1) to i - 1 + j after j
   // arrivals; from 0 as from 1. Overflow beyond K - 1 is clamped to K - 1.
@@ -210,11 +247,12 @@ absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& given) {
   std::vector<double> p(K + 1, 0.0);
   for (int j = 0; j < K; ++j) p[j] = std::max(0.0, b[j]) / denom;
   p[K] = std::max(0.0, 1 - 1 / denom);
-  return Finish(m, std::move(p),
-                empirical ? absl::StrCat("M/G/1/K embedded chain (empirical service, ", m.service_samples_s.size(),
-                                         " samples)")
-                : m.service_scv < 1e-9 ? "M/D/1/K embedded chain"
-                                       : "M/G/1/K embedded chain (gamma service)");
+  return Finish(eff, std::move(p),
+                absl::StrCat(empirical ? absl::StrCat("M/G/1/K embedded chain (empirical service, ",
+                                                      m.service_samples_s.size(), " samples)")
+                             : m.service_scv < 1e-9 ? "M/D/1/K embedded chain"
+                                                    : "M/G/1/K embedded chain (gamma service)",
+                             work_note));
 }
 
 absl::StatusOr<QueueResult> SolveMPHcK(const QueueModel& given) {
@@ -380,8 +418,11 @@ absl::StatusOr<QueueResult> SolveSlowlyVarying(const QueueModel& m, const std::v
     r.loss_probability += w * s->loss_probability;
     r.mean_in_system += w * s->mean_in_system;
     r.throughput += w * s->throughput;
-    busy += w * s->throughput * g.service_mean_s;
-    mean_service += w * g.service_mean_s;
+    // E[S] in this regime, the arrivals' work included (SolveQueue's utilization = throughput E[S] / c).
+    const double mu = m.arrival_rate * m.arrival_work_s;
+    const double served = mu < 1 ? g.service_mean_s / (1 - mu) : g.service_mean_s;
+    busy += w * s->throughput * served;
+    mean_service += w * served;
     for (size_t n = 0; n < r.p.size() && n < s->p.size(); ++n) r.p[n] += w * s->p[n];
     if (method.empty()) method = s->method;
   }

@@ -60,6 +60,22 @@ struct QueueModel {
   // phase-type fit uses the samples' mean and SCV. service_mean_s and
   // service_scv are then ignored.
   std::vector<double> service_samples_s;
+  // Work each arrival adds to the service in progress (seconds), accepted or
+  // refused: on a device whose request handling (receiving, parsing, admitting
+  // or refusing) shares a core with the worker, every arrival during a service
+  // takes that much of the core from it. The service time is then
+  // S = S0 + arrival_work_s x (arrivals during S), with S0 the service above
+  // (service_mean_s, service_scv or the samples), so it grows with the
+  // arrivals it sees: the arrivals during one service are the total progeny
+  // of a branching process whose first generation is Poisson(lambda S0) and
+  // each arrival has Poisson(lambda arrival_work_s) more (Borel-Tanner), and
+  // E[S] = E[S0] / (1 - lambda arrival_work_s). Beyond what a faster or
+  // slower S with the same mean shows, the arrivals per service are more
+  // dispersed (a burst slows the service that has to absorb it), which a
+  // short queue feels as more loss. With lambda arrival_work_s >= 1 the
+  // arrivals alone saturate the core: every request is lost. One server only
+  // (with several, whether arrival work slows them depends on the cores).
+  double arrival_work_s = 0;
 };
 
 struct QueueResult {
@@ -68,7 +84,7 @@ struct QueueResult {
   double throughput = 0;        // lambda (1 - p_K), accepted per second
   double mean_sojourn_s = 0;    // W = L / throughput (Little), accepted requests
   double mean_wait_s = 0;       // W - E[S]
-  double utilization = 0;       // busy share per server: throughput E[S] / c
+  double utilization = 0;       // busy share per server: throughput E[S] / c (E[S] with the arrival work)
   std::vector<double> p;        // p[n], n = 0..K: time-stationary number in system
   std::string method;           // which of the methods above gave it
 };

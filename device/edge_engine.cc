@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <optional>
 #include <thread>
@@ -21,6 +22,12 @@
 
 namespace eenn::device {
 namespace {
+// CPU time of the calling thread (0 where the clock is missing).
+double ThreadCpuSeconds() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 int64_t Micros(absl::Duration d) { return absl::ToInt64Microseconds(d); }
 
@@ -180,6 +187,7 @@ class EdgeEngine::Impl {
   ServerLoadState server_load() const { return gate_.state(); }
 
   void Submit(ClassifyInput input, Callback done) {
+    arrivals_.fetch_add(1, std::memory_order_relaxed);
     if (options_.on_arrival) options_.on_arrival();
     absl::Status refused;
     {
@@ -312,6 +320,8 @@ class EdgeEngine::Impl {
       queue_.pop_front();
       ++running_;
       const absl::Time busy_from = absl::Now();
+      const int64_t arrivals_from = arrivals_.load(std::memory_order_relaxed);
+      const double cpu_from = ThreadCpuSeconds();
       if (metrics_) metrics_->queue_depth->Set(static_cast<double>(queue_.size()));
       mu_.Unlock();
       int config = -1;
@@ -338,7 +348,12 @@ class EdgeEngine::Impl {
       }
       item.done(std::move(out));
       const absl::Duration busy = absl::Now() - busy_from;
-      if (metrics_) metrics_->worker_busy_seconds->Increment(absl::ToDoubleSeconds(busy));
+      if (metrics_) {
+        metrics_->worker_busy_seconds->Increment(absl::ToDoubleSeconds(busy));
+        metrics_->worker_cpu_seconds->Increment(std::max(0.0, ThreadCpuSeconds() - cpu_from));
+        metrics_->arrivals_while_busy->Increment(
+            static_cast<double>(arrivals_.load(std::memory_order_relaxed) - arrivals_from));
+      }
       if (sample) {
         sample->busy_us = absl::ToInt64Microseconds(busy);
         options_.on_service(*sample);
@@ -547,6 +562,7 @@ class EdgeEngine::Impl {
   DeviceMetrics* metrics_;
   ServerLoadGate gate_;
   std::atomic<int> split_{0};
+  std::atomic<int64_t> arrivals_{0};  // every Submit, accepted or refused
   mutable absl::Mutex active_mu_;
   std::shared_ptr<const ActiveConfig> active_ ABSL_GUARDED_BY(active_mu_);
   std::vector<std::thread> workers_;

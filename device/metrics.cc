@@ -61,6 +61,18 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
                                    "ready for the next (reply hand-off included)")
                              .Register(registry)
                              .Add({});
+  worker_cpu_seconds = &BuildCounter()
+                            .Name("eenn_device_worker_cpu_seconds_total")
+                            .Help("CPU time of the worker threads themselves over the same spans as "
+                                  "eenn_device_worker_busy_seconds_total (busy less this: time other threads took)")
+                            .Register(registry)
+                            .Add({});
+  arrivals_while_busy = &BuildCounter()
+                             .Name("eenn_device_arrivals_while_busy_total")
+                             .Help("Requests that arrived (accepted or refused) while a worker was busy, once per "
+                                   "busy worker")
+                             .Register(registry)
+                             .Add({});
   queue_capacity = &BuildGauge()
                         .Name("eenn_device_queue_capacity")
                         .Help("Requests the input queue holds before rejecting")

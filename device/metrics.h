@@ -47,6 +47,15 @@ class DeviceMetrics {
   // done, the mean service time as the queue sees it; its rate over the
   // workers, their utilisation.
   prometheus::Counter* worker_busy_seconds;
+  // The workers' own CPU time over the same spans (CLOCK_THREAD_CPUTIME_ID):
+  // busy less this is the time other threads took from them (on a core the
+  // worker shares with the request handling, the arrivals' work).
+  prometheus::Counter* worker_cpu_seconds;
+  // Requests that arrived (accepted or refused) while a worker was busy,
+  // counted once per busy worker: with worker_busy_seconds and
+  // worker_cpu_seconds, the work each arrival takes from a service in
+  // progress (eenn-queue --arrival_work_ms).
+  prometheus::Counter* arrivals_while_busy;
   prometheus::Gauge* queue_capacity;
   prometheus::Gauge* split_layer;
   prometheus::Gauge* server_available;

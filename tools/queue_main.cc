@@ -6,6 +6,7 @@
 // speed (--service_regimes_ms: the window means eenn-client reports as
 // answer_gap_ms.regimes_ms, with --service_scv their SCV within a window).
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -32,6 +33,10 @@ ABSL_FLAG(std::string, service_regimes_ms, "",
 ABSL_FLAG(std::string, service_samples, "",
           "A file of observed service times (ms), one per line: the queue model uses their distribution itself "
           "(common/queueing.h). Replaces --service_ms, --service_m2 and --service_scv.");
+ABSL_FLAG(double, arrival_work_ms, 0,
+          "Work each arrival adds to the service in progress (ms), accepted or refused: the device's own handling "
+          "of a request when it shares a core with the worker (eenn-client's summary and "
+          "tools/bench/queue_validation.py measure it). The service times above are then without it. One worker only.");
 ABSL_FLAG(int, workers, 2, "Requests processed at once (eenn-device --workers).");
 ABSL_FLAG(int, queue_capacity, 64, "Requests waiting (eenn-device --queue_capacity).");
 ABSL_FLAG(bool, json, false, "One JSON object per rate, one a line.");
@@ -39,7 +44,7 @@ ABSL_FLAG(bool, json, false, "One JSON object per rate, one a line.");
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "eenn-queue --rate R1,R2,... (--service_ms MEAN [--service_m2 MS2 | --service_scv SCV] | --service_regimes_ms "
-      "M1,M2,... [--service_scv SCV] | --service_samples FILE) [--workers C] "
+      "M1,M2,... [--service_scv SCV] | --service_samples FILE) [--arrival_work_ms W] [--workers C] "
       "[--queue_capacity Q] [--json]");
   absl::ParseCommandLine(argc, argv);
   double mean_ms = absl::GetFlag(FLAGS_service_ms);
@@ -105,7 +110,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!absl::GetFlag(FLAGS_json)) {
-    std::printf("# service mean %.4f ms, SCV %.4f, %d workers, %d waiting (K = %d)\n", mean_ms, scv,
+    std::printf("# service mean %.4f ms, SCV %.4f, arrival work %.4f ms, %d workers, %d waiting (K = %d)\n", mean_ms,
+                scv, absl::GetFlag(FLAGS_arrival_work_ms),
                 absl::GetFlag(FLAGS_workers), absl::GetFlag(FLAGS_queue_capacity),
                 absl::GetFlag(FLAGS_workers) + absl::GetFlag(FLAGS_queue_capacity));
     std::printf("%10s %8s %10s %10s %12s %12s\n", "rate", "rho", "loss", "L", "sojourn_ms", "wait_ms");
@@ -116,6 +122,7 @@ int main(int argc, char** argv) {
   m.servers = absl::GetFlag(FLAGS_workers);
   m.capacity = absl::GetFlag(FLAGS_queue_capacity) + absl::GetFlag(FLAGS_workers);
   m.service_samples_s = std::move(samples_s);
+  m.arrival_work_s = absl::GetFlag(FLAGS_arrival_work_ms) / 1000;
   for (double rate : rates) {
     m.arrival_rate = rate;
     auto r = regimes.empty() ? eenn::common::SolveQueue(m) : eenn::common::SolveSlowlyVarying(m, regimes);
@@ -123,12 +130,15 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "eenn-queue: %s\n", r.status().ToString().c_str());
       return 1;
     }
-    const double rho = rate * m.service_mean_s / m.servers;
+    // Offered load, with the mean service that the arrivals' work stretches.
+    const double mu = rate * m.arrival_work_s;
+    const double rho = mu < 1 ? rate * m.service_mean_s / (1 - mu) / m.servers : INFINITY;
     if (absl::GetFlag(FLAGS_json)) {
       nlohmann::json j = {{"rate", rate},
                           {"rho", rho},
                           {"service_ms", mean_ms},
                           {"service_scv", scv},
+                          {"arrival_work_ms", m.arrival_work_s * 1000},
                           {"workers", m.servers},
                           {"capacity", m.capacity},
                           {"loss_probability", r->loss_probability},

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <numeric>
+#include <random>
 
 namespace eenn::common {
 namespace {
@@ -285,6 +286,116 @@ TEST(QueueingTest, RegimesFromWindowsKeepDriftAndDropSamplingNoise) {
   EXPECT_GT(raw_hi - raw_lo, 0.00005);  // the noise is there ...
   EXPECT_LT(hi - lo, 0.5 * (raw_hi - raw_lo));  // ... and mostly removed
   EXPECT_TRUE(RegimesFromWindows({}).empty());
+}
+
+// A single-server queue of capacity K under Poisson arrivals whose service is
+// S0 (gamma) plus `work` for each arrival (accepted or refused) during it,
+// simulated event by event: the loss share and the server's busy share.
+struct Simulated {
+  double loss = 0, busy = 0;
+};
+Simulated SimulateArrivalWork(double lambda, double mean_s, double scv, double work, int K, int64_t arrivals,
+                              uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::exponential_distribution<double> gap(lambda);
+  std::gamma_distribution<double> service(1 / scv, mean_s * scv);
+  int n = 0;
+  double left = 0, busy = 0, now = 0;
+  int64_t lost = 0;
+  for (int64_t i = 0; i < arrivals; ++i) {
+    double dt = gap(rng);
+    now += dt;
+    while (dt > 0 && n > 0) {
+      if (left <= dt) {
+        dt -= left;
+        busy += left;
+        --n;
+        left = n > 0 ? service(rng) : 0;
+      } else {
+        left -= dt;
+        busy += dt;
+        dt = 0;
+      }
+    }
+    if (n > 0) left += work;  // its handling takes the core from the service in progress
+    if (n >= K) {
+      ++lost;
+      continue;
+    }
+    if (++n == 1) left = service(rng);
+  }
+  return {static_cast<double>(lost) / static_cast<double>(arrivals), busy / now};
+}
+
+TEST(QueueingTest, ArrivalWorkMatchesSimulationAndLosesMoreThanTheSameMeanWithout) {
+  // 400/s, S0 2 ms (SCV 0.5), each arrival 0.25 ms of work: E[S] = 2 / (1 - 0.1) ms, load 0.89.
+  QueueModel m = Model(400, 0.002, 0.5, 1, 6);
+  m.arrival_work_s = 0.00025;
+  auto r = SolveQueue(m);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NE(r->method.find("each arrival adds 0.25 ms of work"), std::string::npos) << r->method;
+  const Simulated sim = SimulateArrivalWork(400, 0.002, 0.5, 0.00025, 6, 4000000, 7);
+  EXPECT_NEAR(r->loss_probability / sim.loss, 1.0, 0.03) << r->loss_probability << " vs simulated " << sim.loss;
+  EXPECT_NEAR(r->utilization, sim.busy, 0.005);
+  // Busy share = throughput E[S] with E[S] = E[S0] / (1 - lambda work), and 1 - p0.
+  EXPECT_NEAR(r->utilization, r->throughput * 0.002 / 0.9, 1e-12);
+  EXPECT_NEAR(r->utilization, 1 - r->p[0], 1e-9);
+  // The same mean service without arrival work: less loss, because there a
+  // burst of arrivals does not slow the service that has to absorb it.
+  QueueModel same_mean = Model(400, 0.002 / 0.9, 0.5, 1, 6);
+  auto plain = SolveQueue(same_mean);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_GT(r->loss_probability, plain->loss_probability * 1.05);
+  const Simulated sim_plain = SimulateArrivalWork(400, 0.002 / 0.9, 0.5, 0, 6, 4000000, 8);
+  EXPECT_NEAR(plain->loss_probability / sim_plain.loss, 1.0, 0.03);
+  // Empirical S0 samples take the same branching.
+  QueueModel det = Model(300, 0.002, 0, 1, 5);
+  det.arrival_work_s = 0.0003;
+  auto from_model = SolveQueue(det);
+  det.service_samples_s.assign(50, 0.002);
+  auto from_samples = SolveQueue(det);
+  ASSERT_TRUE(from_model.ok() && from_samples.ok());
+  EXPECT_NEAR(from_model->loss_probability, from_samples->loss_probability, 1e-12);
+}
+
+TEST(QueueingTest, ArrivalWorkZeroChangesNothingAndBadValuesAreRefused) {
+  QueueModel m = Model(350, 0.0025, 0.4, 1, 9);
+  auto base = SolveQueue(m);
+  m.arrival_work_s = 0;
+  auto zero = SolveQueue(m);
+  ASSERT_TRUE(base.ok() && zero.ok());
+  EXPECT_EQ(base->loss_probability, zero->loss_probability);
+  EXPECT_EQ(base->method, zero->method);
+  m.arrival_work_s = -0.001;
+  EXPECT_FALSE(SolveQueue(m).ok());
+  m.arrival_work_s = std::nan("");
+  EXPECT_FALSE(SolveQueue(m).ok());
+  QueueModel two = Model(350, 0.0025, 0.4, 2, 9);
+  two.arrival_work_s = 0.0001;
+  EXPECT_FALSE(SolveQueue(two).ok());
+  // Arrivals whose own handling needs the whole core: all lost.
+  m.arrival_work_s = 1.0 / 350;
+  auto saturated = SolveQueue(m);
+  ASSERT_TRUE(saturated.ok());
+  EXPECT_EQ(saturated->loss_probability, 1.0);
+  EXPECT_NE(saturated->method.find("saturated"), std::string::npos);
+  // More work per arrival, more loss.
+  double last = base->loss_probability;
+  for (double work : {0.00005, 0.0001, 0.0002, 0.0004}) {
+    m.arrival_work_s = work;
+    auto r = SolveQueue(m);
+    ASSERT_TRUE(r.ok());
+    EXPECT_GT(r->loss_probability, last);
+    last = r->loss_probability;
+  }
+  // Averaged over regimes: the served mean includes the work.
+  m.arrival_work_s = 0.0002;
+  auto steady = SolveQueue(m);
+  auto one_regime = SolveSlowlyVarying(m, {ServiceRegime{1, 0.0025, 0.4}});
+  ASSERT_TRUE(steady.ok() && one_regime.ok());
+  EXPECT_NEAR(one_regime->loss_probability, steady->loss_probability, 1e-12);
+  EXPECT_NEAR(one_regime->utilization, steady->utilization, 1e-12);
+  EXPECT_NEAR(one_regime->mean_wait_s, steady->mean_wait_s, 1e-12);
 }
 
 }  // namespace

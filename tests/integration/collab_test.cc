@@ -389,6 +389,14 @@ TEST_F(CollabTest, MetricsPassPromtoolAndCountEveryRequest) {
   const double busy = testing::MetricValue(dm, "eenn_device_worker_busy_seconds_total");
   EXPECT_GE(busy, 0.999 * in_service);
   EXPECT_LT(busy, in_service + 24 * 0.05);
+  // The workers' own CPU time is part of their busy time; the arrivals seen
+  // while busy are at most every request once per worker.
+  const double cpu = testing::MetricValue(dm, "eenn_device_worker_cpu_seconds_total");
+  EXPECT_GT(cpu, 0);
+  EXPECT_LE(cpu, busy * 1.001 + 0.01);
+  const double while_busy = testing::MetricValue(dm, "eenn_device_arrivals_while_busy_total");
+  EXPECT_GE(while_busy, 0);
+  EXPECT_LE(while_busy, 2 * 24);  // the device runs 2 workers
 }
 
 // Live planning: eenn-profile's real profile of the test bundle, with the

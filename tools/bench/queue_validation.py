@@ -29,7 +29,17 @@ the only queue: the server stays connected but idle), then:
      with the other load, and grows with the client's own sending);
   3. predictions by eenn-queue (M/G/1/K embedded chain for one worker,
      M/PH/c/K beyond), relative errors against the measured rejected /
-     arrivals, and the 1-minute load average of the machine at each row.
+     arrivals, and the 1-minute load average of the machine at each row;
+  4. with one worker, the same with the arrivals' own work on the device's
+     core (common/queueing.h, arrival_work_s): each arrival during a service
+     takes the worker's busy time less its CPU time over the arrivals while
+     it was busy (eenn_device_worker_cpu_seconds_total,
+     eenn_device_arrivals_while_busy_total) from that service. "pred(work)":
+     from the run (S0 = the service without that work, from the busy time and
+     the timings' variance); "pred(work,drift)": with the in-run regimes;
+     "pred(work,fcst)": a forecast from the closed loops before the run alone
+     (S0 from the busy time at concurrency 1, the work per arrival from the
+     saturated loop).
 
 Prints a table (and --json: one JSON object). Needs a build (build/bin).
 
@@ -47,7 +57,36 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_util import BIN, ROOT, log, metrics, run_client, start  # noqa: E402
 
 BUSY = "eenn_device_worker_busy_seconds_total"
+CPU = "eenn_device_worker_cpu_seconds_total"
+WHILE_BUSY = "eenn_device_arrivals_while_busy_total"
 TAKEN = 'eenn_device_stage_duration_seconds_count{stage="queue"}'
+COUNTERS = [BUSY, CPU, WHILE_BUSY, TAKEN]
+
+
+def arrival_work(before, after):
+    """The work each arrival took from a service in progress (ms) between two
+    scrapes of the device: the workers' busy time less their own CPU time, over
+    the arrivals while they were busy; and the busy time per request (ms)."""
+    taken = after[TAKEN] - before[TAKEN]
+    busy = after[BUSY] - before[BUSY]
+    seen = after[WHILE_BUSY] - before[WHILE_BUSY]
+    work_ms = 1000 * max(0.0, busy - (after[CPU] - before[CPU])) / seen if seen > 0 else 0.0
+    return work_ms, (1000 * busy / taken if taken > 0 else 0.0)
+
+
+def without_work(mean_ms, var_ms2, rate, work_ms):
+    """The service S0 without the arrivals' work from the mean and variance of
+    the service with it (common/queueing.h): E[S] = E[S0] / (1 - mu) and
+    Var[S] = Var[S0] / (1 - mu)^2 + w^2 lambda E[S0] / (1 - mu)^3, where mu =
+    lambda w (w: the work per arrival; the arrivals per service are Borel-Tanner
+    over Poisson(lambda S0)). Returns (mean, SCV) of S0."""
+    lam = rate / 1000.0  # per ms
+    mu = lam * work_ms
+    if mu >= 1:
+        return mean_ms, var_ms2 / mean_ms ** 2
+    m0 = mean_ms * (1 - mu)
+    v0 = max(0.0, (1 - mu) ** 2 * (var_ms2 - work_ms ** 2 * lam * m0 / (1 - mu) ** 3))
+    return m0, v0 / m0 ** 2
 
 
 CLIENT_PREFIX = []
@@ -60,9 +99,9 @@ def client(device, images, *extra):
     return run_client(device, images, tuple(CLIENT_ARGS) + extra, prefix=CLIENT_PREFIX)
 
 
-def predict(rates, mean_ms, m2, workers, queue, regimes_ms=None, regimes_scv=None, samples_file=None):
+def predict(rates, mean_ms, m2, workers, queue, regimes_ms=None, regimes_scv=None, samples_file=None, work_ms=0.0):
     cmd = [os.path.join(BIN, "eenn-queue"), "--json", "--rate=" + ",".join(f"{r:.6f}" for r in rates),
-           f"--workers={workers}", f"--queue_capacity={queue}"]
+           f"--workers={workers}", f"--queue_capacity={queue}", f"--arrival_work_ms={work_ms:.6f}"]
     if samples_file:
         cmd += ["--service_samples=" + samples_file]
     elif regimes_ms:
@@ -139,12 +178,25 @@ def main():
             rates = [f * capacity for f in factors]
             rows = []
             for f, rate in zip(factors, rates):
+                m0 = metrics(dready["metrics_port"], COUNTERS)
                 pre = client(addr, args.images, "--concurrency=1", f"--duration_s={args.recalibrate_s}",
                              f"--deadline_ms={args.deadline_ms}")["device_service_ms"]
+                m1 = metrics(dready["metrics_port"], COUNTERS)
                 pred = predict([rate], pre["mean"], pre["m2"], args.workers, args.queue_capacity)[0]
                 sat = client(addr, args.images, f"--concurrency={args.workers + 2}",
                              f"--duration_s={args.saturate_s}", f"--deadline_ms={args.deadline_ms}",
                              f"--regime_requests={args.regime_requests}")
+                m2_ = metrics(dready["metrics_port"], COUNTERS)
+                # A forecast from the closed loops before the run: the busy
+                # time per request at concurrency 1 (no arrival during a
+                # service) as S0, its variance from the reply timings, and the
+                # work per arrival from the saturated loop (about one arrival
+                # during each service).
+                _, cal_busy_ms = arrival_work(m0, m1)
+                sat_work_ms, _ = arrival_work(m1, m2_)
+                pred_work_forecast = predict([rate], cal_busy_ms, cal_busy_ms ** 2 + pre["m2"] - pre["mean"] ** 2,
+                                             args.workers, args.queue_capacity, work_ms=sat_work_ms)[0] \
+                    if args.workers == 1 and cal_busy_ms > 0 else None
                 # Never idle, the device's gaps between answers are its service
                 # times as a queue sees them (with the gRPC threads' work and
                 # whatever else ran on its core); with several workers, the
@@ -157,12 +209,12 @@ def main():
                 regimes = [args.workers * x for x in gap["regimes_ms"]]
                 pred_drift = predict([rate], None, None, args.workers, args.queue_capacity, regimes,
                                      gap["regimes_scv"])[0]
-                before = metrics(dready["metrics_port"], [BUSY, TAKEN])
+                before = metrics(dready["metrics_port"], COUNTERS)
                 results = os.path.join(args.keep or tmp, f"run_{f}.jsonl")
                 r = client(addr, args.images, f"--arrivals=poisson:{rate:.4f}", f"--duration_s={args.duration_s}",
                            f"--seed={args.seed}", f"--deadline_ms={args.deadline_ms}", "--window_s=5",
                            "--results=" + results)
-                after = metrics(dready["metrics_port"], [BUSY, TAKEN])
+                after = metrics(dready["metrics_port"], COUNTERS)
                 # The service time as the queue saw it during the run: the
                 # worker's busy time per request taken (reply hand-off and
                 # whatever else ran on its core while it worked included);
@@ -200,6 +252,28 @@ def main():
                 run_regimes = [scale * x for x in run_svc.get("regimes_ms", [])]
                 in_run_drift = predict([rate], None, None, args.workers, args.queue_capacity, run_regimes,
                                        run_svc["regimes_scv"] / scale ** 2)[0] if run_regimes else None
+                # The same with the arrivals' work taken from the service
+                # (common/queueing.h, arrival_work_s): the run's work per
+                # arrival from the device's counters, S0 from the busy time and
+                # the timings' variance by without_work(); with the in-run
+                # regimes too.
+                run_work_ms, _ = arrival_work(before, after)
+                in_run_work = in_run_work_drift = None
+                s0_ms = s0_scv = None
+                if args.workers == 1 and busy_ms > 0:
+                    s0_ms, s0_scv = without_work(busy_ms, run_var, rate, run_work_ms)
+                    in_run_work = predict([rate], s0_ms, s0_ms ** 2 * (1 + s0_scv), 1, args.queue_capacity,
+                                          work_ms=run_work_ms)[0]
+                    if run_regimes and run_var > 0:
+                        # Each regime's S0 in the same proportion, its SCV
+                        # within a window in the proportion of the whole run's.
+                        within_scv = run_svc["regimes_scv"] / scale ** 2 * s0_scv / (run_var / busy_ms ** 2)
+                        in_run_work_drift = predict([rate], None, None, 1, args.queue_capacity,
+                                                    [s0_ms / busy_ms * x for x in run_regimes], within_scv,
+                                                    work_ms=run_work_ms)[0]
+
+                def err(pred_loss):
+                    return (pred_loss - measured) / measured if pred_loss is not None and measured > 0 else None
                 row = {
                     "load": f, "rate": rate, "arrivals": arrivals, "rejected": r["rejected"],
                     "missed": r["missed"], "failed": r["failed"], "measured_loss": measured,
@@ -233,6 +307,16 @@ def main():
                     "predicted_loss_busy_drift": in_run_drift["loss_probability"] if in_run_drift else None,
                     "rel_error_busy_drift": (in_run_drift["loss_probability"] - measured) / measured
                     if in_run_drift and measured > 0 else None,
+                    "arrival_work_ms": run_work_ms, "s0_service_ms": s0_ms, "s0_service_scv": s0_scv,
+                    "predicted_loss_work": in_run_work["loss_probability"] if in_run_work else None,
+                    "rel_error_work": err(in_run_work["loss_probability"] if in_run_work else None),
+                    "predicted_loss_work_drift": in_run_work_drift["loss_probability"] if in_run_work_drift else None,
+                    "rel_error_work_drift": err(in_run_work_drift["loss_probability"] if in_run_work_drift else None),
+                    "cal_busy_ms": cal_busy_ms, "sat_arrival_work_ms": sat_work_ms,
+                    "predicted_loss_work_forecast": pred_work_forecast["loss_probability"]
+                    if pred_work_forecast else None,
+                    "rel_error_work_forecast": err(pred_work_forecast["loss_probability"]
+                                                   if pred_work_forecast else None),
                     "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
                     "predicted_sojourn_ms": pred["mean_sojourn_ms"],
                     "send_lag_ms_max": r["send_lag_ms"]["max"],
@@ -244,7 +328,9 @@ def main():
                     f"(predicted: cal {pred['loss_probability']:.4f}, sat {pred_sat['loss_probability']:.4f}, "
                     f"drift {pred_drift['loss_probability']:.4f}, busy {row['predicted_loss_busy'] or 0:.4f}, "
                     f"busy+drift {row['predicted_loss_busy_drift'] or 0:.4f}, "
-                    f"empirical {row['predicted_loss_empirical'] or 0:.4f})")
+                    f"empirical {row['predicted_loss_empirical'] or 0:.4f}; arrival work "
+                    f"{run_work_ms:.3f} ms: {row['predicted_loss_work'] or 0:.4f}, with drift "
+                    f"{row['predicted_loss_work_drift'] or 0:.4f}, forecast {row['predicted_loss_work_forecast'] or 0:.4f})")
         finally:
             for p in reversed(procs):
                 p.terminate()
@@ -274,6 +360,8 @@ def main():
           f"{'run_ms':>7} {'run_scv':>7} {'pred(run)':>9} {'rel.err':>8} "
           f"{'busy_ms':>7} {'pred(busy)':>10} {'rel.err':>8} {'pred(busy,drift)':>16} {'rel.err':>8} "
           f"{'pred(empirical)':>15} {'rel.err':>8} "
+          f"{'work_ms':>7} {'pred(work)':>10} {'rel.err':>8} {'pred(work,drift)':>16} {'rel.err':>8} "
+          f"{'pred(work,fcst)':>15} {'rel.err':>8} "
           f"{'p99_ms':>8} {'loadavg':>7}")
     for r in rows:
         print(f"{r['load']:5.2f} {r['rate']:8.1f} {r['arrivals']:8d} {r['rejected']:8d} {r['missed']:6d} "
@@ -285,7 +373,11 @@ def main():
               f"{pct(r['rel_error_run_moments']):>8} {r['busy_service_ms']:7.3f} {r['predicted_loss_busy'] or 0:10.4f} "
               f"{pct(r['rel_error_busy']):>8} {r['predicted_loss_busy_drift'] or 0:16.4f} "
               f"{pct(r['rel_error_busy_drift']):>8} {r['predicted_loss_empirical'] or 0:15.4f} "
-              f"{pct(r['rel_error_empirical']):>8} {r['p99_ms']:8.2f} {r['loadavg_1m']:7.2f}")
+              f"{pct(r['rel_error_empirical']):>8} "
+              f"{r['arrival_work_ms']:7.3f} {r['predicted_loss_work'] or 0:10.4f} {pct(r['rel_error_work']):>8} "
+              f"{r['predicted_loss_work_drift'] or 0:16.4f} {pct(r['rel_error_work_drift']):>8} "
+              f"{r['predicted_loss_work_forecast'] or 0:15.4f} {pct(r['rel_error_work_forecast']):>8} "
+              f"{r['p99_ms']:8.2f} {r['loadavg_1m']:7.2f}")
 
 
 if __name__ == "__main__":
