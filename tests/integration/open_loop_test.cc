@@ -138,6 +138,32 @@ TEST_F(OpenLoopTest, PoissonOverloadIsRefusedAndReportedPerWindow) {
   EXPECT_NE(testing::ReadAll(results).find("\"arrival_s\":"), std::string::npos);
   EXPECT_NE(testing::ReadAll(results).find("\"send_lag_ms\":"), std::string::npos);
   EXPECT_NE(testing::ReadAll(results).find("\"service_ms\":"), std::string::npos);
+  // The device's counters for the arrivals' work: busy time, the worker's own
+  // CPU time within it, and the arrivals while it was busy (at 1000/s against
+  // one worker, most of them); eenn-queue takes the work per arrival.
+  const std::string dm = testing::HttpGet(device.metrics_port, "/metrics");
+  const double busy = testing::MetricValue(dm, "eenn_device_worker_busy_seconds_total");
+  const double cpu = testing::MetricValue(dm, "eenn_device_worker_cpu_seconds_total");
+  const double seen = testing::MetricValue(dm, "eenn_device_arrivals_while_busy_total");
+  EXPECT_GT(cpu, 0);
+  EXPECT_LE(cpu, busy * 1.001 + 0.01);
+  EXPECT_GT(seen, 0.5 * s["arrivals"].get<double>()) << dm;
+  EXPECT_LE(seen, s["arrivals"].get<double>());
+  const double work_ms = 1000 * (busy - cpu) / seen;
+  const double taken = testing::MetricValue(dm, "eenn_device_stage_duration_seconds_count{stage=\"queue\"}");
+  ASSERT_GT(taken, 0);
+  auto q = testing::RunCommand(testing::BinPath("eenn-queue") + " --json --rate=500 --workers=1 --queue_capacity=2" +
+                               " --service_ms=" + std::to_string(1000 * cpu / taken) +
+                               " --service_scv=0.4 --arrival_work_ms=" + std::to_string(work_ms));
+  ASSERT_EQ(q.exit_code, 0) << q.out;
+  const auto pred = nlohmann::json::parse(q.out);
+  EXPECT_NEAR(pred["arrival_work_ms"].get<double>(), work_ms, 1e-4);
+  EXPECT_GT(pred["loss_probability"].get<double>(), 0);
+  EXPECT_LT(pred["loss_probability"].get<double>(), 1);
+  auto two = testing::RunCommand(testing::BinPath("eenn-queue") +
+                                 " --json --rate=500 --workers=2 --service_ms=2 --arrival_work_ms=0.1 2>&1");
+  EXPECT_NE(two.exit_code, 0);
+  EXPECT_NE(two.out.find("one server only"), std::string::npos) << two.out;
 }
 
 // --shuffle sends every file once, in an order set by --seed.
