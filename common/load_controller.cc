@@ -9,6 +9,9 @@
 namespace eenn::common {
 namespace {
 
+// Arrivals during services (time-weighted) before the work per arrival is trusted.
+constexpr double kMinWorkArrivals = 20;
+
 // Weight an old value keeps after dt seconds with this half-life.
 double Keep(double dt, double half_life_s) { return std::pow(0.5, std::max(0.0, dt) / std::max(half_life_s, 1e-9)); }
 
@@ -67,33 +70,58 @@ void LoadController::AddService(const ServiceObservation& o, double now_s) {
     state_.remote_ms = remote_known_ ? w * state_.remote_ms + (1 - w) * o.remote_ms : o.remote_ms;
     remote_known_ = true;
   }
+  if (o.stolen_ms >= 0 && options_.workers == 1) {
+    stolen_sum_ = keep * stolen_sum_ + o.stolen_ms;
+    work_arrivals_sum_ = keep * work_arrivals_sum_ + static_cast<double>(o.arrivals);
+    work_services_sum_ = keep * work_services_sum_ + 1;
+    // Only once enough arrivals were seen during services for a steady ratio.
+    if (work_arrivals_sum_ >= kMinWorkArrivals) {
+      state_.arrival_work_ms = stolen_sum_ / work_arrivals_sum_;
+      state_.stolen_ms = stolen_sum_ / work_services_sum_;
+    }
+  }
 }
 
 ConfigPrediction LoadController::PredictOne(int index, double rate) const {
   const ExitConfig& c = set_.configs[index];
   const int num_layers = set_.exit_layers.back() + 1;
   const size_t g_count = set_.exit_layers.size();
+  // The measured parts hold the time the arrivals' work took from the
+  // services at the rate they were measured at; without it (S0) the work is
+  // added back at the rate predicted for.
+  const double stolen = state_.arrival_work_ms > 0 ? state_.stolen_ms : 0.0;
   double mean = 0, m2 = 0;
   for (size_t g = 0; g < g_count; ++g) {
     const bool offloaded = c.split < num_layers && (g + 1 == g_count || set_.exit_layers[g] >= c.split);
-    const double s = state_.fixed_ms + state_.speed_factor * c.exit_device_ms[g] + (offloaded ? state_.remote_ms : 0);
+    const double s = std::max(1e-6, state_.fixed_ms - stolen + state_.speed_factor * c.exit_device_ms[g] +
+                                        (offloaded ? state_.remote_ms : 0));
     mean += c.exit_share[g] * s;
     m2 += c.exit_share[g] * s * s;
   }
   ConfigPrediction p;
-  p.service_mean_ms = mean;
+  const double work_load = std::max(0.0, rate) * state_.arrival_work_ms / 1000.0;
+  p.service_mean_ms = work_load < 1 ? mean / (1 - work_load) : INFINITY;
   p.service_scv = mean > 0 ? std::max(0.0, m2 / (mean * mean) - 1) : 0;
-  if (mean <= 0 || rate <= 0) return p;
-  p.loss = Loss(rate * mean / 1000.0, p.service_scv);
+  if (mean <= 0 || rate <= 0) {
+    p.service_mean_ms = mean;
+    return p;
+  }
+  p.loss = Loss(rate * mean / 1000.0, p.service_scv, work_load);
   return p;
 }
 
-double LoadController::Loss(double offered, double scv) const {
+double LoadController::Loss(double offered, double scv, double work_load) const {
   const double step = std::log(1.01);
   const int rho_key = static_cast<int>(std::lround(std::log(offered) / step));
   const int scv_key = static_cast<int>(std::lround(scv / 0.05));
-  const auto key = std::make_pair(rho_key, scv_key);
+  const int work_key = static_cast<int>(std::lround(work_load / 0.005));
+  const auto key = std::make_tuple(rho_key, scv_key, work_key);
   if (auto it = loss_cache_.find(key); it != loss_cache_.end()) return it->second;
+  const double mu = work_key * 0.005;
+  if (mu >= 1) {  // the arrivals' handling alone takes the core
+    loss_cache_.emplace(key, 1.0);
+    return 1.0;
+  }
   // The c workers pooled into one server c times as fast (M/G/1/K by the
   // embedded chain, milliseconds at most): the M/PH/c/K chain takes seconds
   // per solve near saturation with a low SCV, too slow for a control loop,
@@ -105,8 +133,10 @@ double LoadController::Loss(double offered, double scv) const {
   m.service_scv = scv_key * 0.05;
   m.servers = 1;
   m.capacity = options_.queue_capacity + options_.workers;
-  // Whatever the model: throughput <= c / E[S], so loss >= 1 - c / (lambda E[S]).
-  const double bound = std::max(0.0, 1.0 - options_.workers / m.arrival_rate);
+  m.arrival_work_s = mu / m.arrival_rate;  // lambda W = mu (E[S0] = 1 s per worker)
+  // Whatever the model: throughput <= c / E[S], so loss >= 1 - c / (lambda E[S]),
+  // with E[S] = E[S0] / (1 - mu).
+  const double bound = std::max(0.0, 1.0 - options_.workers * (1 - mu) / m.arrival_rate);
   auto r = SolveMG1K(m);
   // The closed form of exponential service when the two-moment model fails.
   const double loss = std::max(bound, r.ok() ? r->loss_probability : SolveMMcK(m).loss_probability);

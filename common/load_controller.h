@@ -16,7 +16,12 @@
 // with the c workers pooled into one server c times as fast (fast enough for
 // a control loop; see load_controller.cc),
 // with the offered load rounded to 1% (geometric steps) and the SCV to 0.05
-// so that solves are cached and a tick stays cheap.
+// so that solves are cached and a tick stays cheap. With one worker and
+// observations that carry the time other threads took from it
+// (ServiceObservation::stolen_ms, arrivals), the arrivals' own work on its
+// core enters the model too (common/queueing.h, arrival_work_s): the
+// measured parts less the mean stolen time are the service without it, and
+// the work per arrival is added back at the rate predicted for.
 //
 // Decisions, each tick. The arrival rate is measured over two windows of
 // ticks, a short one (`burst_window_s`, a burst shows in it at once) and a
@@ -48,6 +53,7 @@
 
 #include <deque>
 #include <map>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -89,10 +95,17 @@ struct ServiceObservation {
   double remote_ms = 0;    // offloaded: encode + round trip, or the local fallback; 0 otherwise
   double fixed_ms = 0;     // the rest of the worker's occupancy (preprocessing, hand-off, ...)
   bool offloaded = false;  // no device exit answered it
+  // The core time other threads took from the worker during this service
+  // (its busy time less its own CPU time; < 0: not measured) and the requests
+  // that arrived meanwhile. With one worker they give the arrivals' own work
+  // on its core, which the loss model takes (common/queueing.h,
+  // arrival_work_s): a burst slows the very services that have to absorb it.
+  double stolen_ms = -1;
+  int64_t arrivals = 0;
 };
 
 struct ConfigPrediction {
-  double service_mean_ms = 0;
+  double service_mean_ms = 0;  // at the rate predicted for (the arrivals' work included)
   double service_scv = 0;
   double loss = 0;         // predicted loss ratio at the rate used
 };
@@ -107,6 +120,10 @@ struct ControllerState {
   int queue_length = 0;
   double speed_factor = 1;       // measured / expected device compute
   double fixed_ms = 0, remote_ms = 0;
+  // One worker: the work each arrival takes from a service in progress, and
+  // how much of a service that was on average (both 0 until measured; always
+  // 0 with several workers, whose pooled model has no arrival work).
+  double arrival_work_ms = 0, stolen_ms = 0;
   double expected_accuracy = 0;  // of the configuration in use
   double predicted_loss = 0;     // of the configuration in use, at rate_used
   std::vector<ConfigPrediction> predictions;  // per configuration, at rate_used
@@ -141,7 +158,8 @@ class LoadController {
  private:
   LoadController(ConfigSet set, const LoadControllerOptions& options);
   ConfigPrediction PredictOne(int c, double rate_per_s) const;
-  double Loss(double offered_load, double scv) const;
+  // offered_load: lambda E[S0] (without the arrivals' work); work_load: lambda W.
+  double Loss(double offered_load, double scv, double work_load) const;
 
   ConfigSet set_;
   LoadControllerOptions options_;
@@ -159,9 +177,12 @@ class LoadController {
   double measured_device_ = 0, expected_device_ = 0;
   double last_service_s_ = -1;
   bool fixed_known_ = false, remote_known_ = false;
-  // Predicted loss by (offered load lambda E[S] in 1% geometric steps, SCV in
-  // steps of 0.05): the queue solve takes milliseconds near saturation.
-  mutable std::map<std::pair<int, int>, double> loss_cache_;
+  // Time-weighted sums for the arrivals' work: stolen time, arrivals, services.
+  double stolen_sum_ = 0, work_arrivals_sum_ = 0, work_services_sum_ = 0;
+  // Predicted loss by (offered load lambda E[S0] in 1% geometric steps, SCV in
+  // steps of 0.05, lambda W in steps of 0.005): the queue solve takes
+  // milliseconds near saturation.
+  mutable std::map<std::tuple<int, int, int>, double> loss_cache_;
 };
 
 }  // namespace eenn::common

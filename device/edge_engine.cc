@@ -311,6 +311,9 @@ class EdgeEngine::Impl {
   void WorkerLoop() {
     common::InitComputeThread();
     torch::InferenceMode guard;
+    // The worker's own CPU time is its service's work only when it computes
+    // alone (one LibTorch thread); with a pool, the pool's threads do part.
+    const bool computes_alone = at::get_num_threads() == 1;
     mu_.Lock();
     while (true) {
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stopping_; };
@@ -348,14 +351,17 @@ class EdgeEngine::Impl {
       }
       item.done(std::move(out));
       const absl::Duration busy = absl::Now() - busy_from;
+      const double cpu_s = std::max(0.0, ThreadCpuSeconds() - cpu_from);
+      const int64_t arrived = arrivals_.load(std::memory_order_relaxed) - arrivals_from;
       if (metrics_) {
         metrics_->worker_busy_seconds->Increment(absl::ToDoubleSeconds(busy));
-        metrics_->worker_cpu_seconds->Increment(std::max(0.0, ThreadCpuSeconds() - cpu_from));
-        metrics_->arrivals_while_busy->Increment(
-            static_cast<double>(arrivals_.load(std::memory_order_relaxed) - arrivals_from));
+        metrics_->worker_cpu_seconds->Increment(cpu_s);
+        metrics_->arrivals_while_busy->Increment(static_cast<double>(arrived));
       }
       if (sample) {
         sample->busy_us = absl::ToInt64Microseconds(busy);
+        sample->cpu_us = computes_alone ? static_cast<int64_t>(cpu_s * 1e6) : -1;
+        sample->arrivals = arrived;
         options_.on_service(*sample);
       }
       mu_.Lock();

@@ -121,6 +121,10 @@ void LoadControl::OnService(const ServiceSample& s) {
   // queue's.
   o.fixed_ms = std::max(s.preprocess_us, s.busy_us - s.device_compute_us - s.remote_us) / 1000.0;
   o.offloaded = s.offloaded;
+  // What other threads took from the worker meanwhile (on a core it shares
+  // with the request handling: the arrivals' work).
+  o.stolen_ms = s.cpu_us >= 0 ? std::max<int64_t>(0, s.busy_us - s.cpu_us) / 1000.0 : -1;
+  o.arrivals = s.arrivals;
   const double now = NowS();
   absl::MutexLock lock(&pending_mu_);
   if (pending_.size() < 100000) pending_.emplace_back(o, now);
@@ -174,6 +178,7 @@ void LoadControl::Publish(const common::ControllerState& s) {
   metrics_->exit_config_accuracy->Set(s.expected_accuracy);
   metrics_->predicted_loss->Set(s.predicted_loss);
   metrics_->arrival_rate->Set(s.arrival_rate);
+  metrics_->arrival_work->Set(s.arrival_work_ms / 1000.0);
   if (s.changed) metrics_->exit_config_changes->Increment();
 }
 

@@ -64,7 +64,8 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
   worker_cpu_seconds = &BuildCounter()
                             .Name("eenn_device_worker_cpu_seconds_total")
                             .Help("CPU time of the worker threads themselves over the same spans as "
-                                  "eenn_device_worker_busy_seconds_total (busy less this: time other threads took)")
+                                  "eenn_device_worker_busy_seconds_total (busy less this: time other threads took, "
+                                  "when LibTorch runs one thread)")
                             .Register(registry)
                             .Add({});
   arrivals_while_busy = &BuildCounter()
@@ -119,6 +120,9 @@ DeviceMetrics::DeviceMetrics(prometheus::Registry& registry, const std::string& 
   predicted_loss = gauge("eenn_device_predicted_loss_ratio",
                          "Load control: predicted loss ratio of the configuration in use at the current load");
   arrival_rate = gauge("eenn_device_arrival_rate", "Load control: smoothed arrival rate, requests per second");
+  arrival_work = gauge("eenn_device_arrival_work_seconds",
+                       "Load control: the work each arrival takes from a service in progress, as its model uses it "
+                       "(one worker, one LibTorch thread; else 0)");
   exit_config_changes = &BuildCounter()
                              .Name("eenn_device_exit_config_changes_total")
                              .Help("Load control: times the exit configuration was changed")

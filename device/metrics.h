@@ -49,7 +49,8 @@ class DeviceMetrics {
   prometheus::Counter* worker_busy_seconds;
   // The workers' own CPU time over the same spans (CLOCK_THREAD_CPUTIME_ID):
   // busy less this is the time other threads took from them (on a core the
-  // worker shares with the request handling, the arrivals' work).
+  // worker shares with the request handling, the arrivals' work). With more
+  // than one LibTorch thread the pool's CPU time is not in it.
   prometheus::Counter* worker_cpu_seconds;
   // Requests that arrived (accepted or refused) while a worker was busy,
   // counted once per busy worker: with worker_busy_seconds and
@@ -73,6 +74,7 @@ class DeviceMetrics {
   prometheus::Gauge* exit_config_accuracy;  // its validation accuracy
   prometheus::Gauge* predicted_loss;        // its predicted loss ratio now
   prometheus::Gauge* arrival_rate;          // smoothed, per second
+  prometheus::Gauge* arrival_work;          // seconds each arrival takes from a service (one worker)
   prometheus::Counter* exit_config_changes;
 
  private:

@@ -301,6 +301,60 @@ TEST(LoadControllerTest, OffloadedRequestsPayTheRemotePart) {
   EXPECT_NEAR(p[1].service_mean_ms, 5 + 1, 1e-9);  // no offload in config 1
 }
 
+// One worker whose services hold the time other threads took from it: the
+// device computes 10x faster than profiled (config 1: 0.5 ms of compute),
+// the fixed part is 0.6 ms of which 0.1 ms was taken by 0.5 arrivals per
+// service on average: 0.2 ms per arrival, at 0.5 arrivals per 1.1 ms
+// (455 requests/s).
+TEST(LoadControllerTest, ArrivalWorkEntersTheModelWithOneWorker) {
+  LoadControllerOptions o = Options();
+  o.workers = 1;
+  o.queue_capacity = 8;
+  auto feed = [](LoadController& c, bool measured) {
+    for (int i = 0; i < 400; ++i) {
+      ServiceObservation s;
+      s.config = 1;
+      s.exit = i % 2;
+      s.device_ms = i % 2 ? 0.75 : 0.25;
+      s.fixed_ms = 0.6;
+      s.stolen_ms = measured ? 0.1 : -1;
+      s.arrivals = measured ? i % 2 : 0;
+      c.AddService(s, i * 0.001);
+    }
+  };
+  auto with = LoadController::Create(ThreeConfigs(), o);
+  auto without = LoadController::Create(ThreeConfigs(), o);
+  ASSERT_TRUE(with.ok() && without.ok());
+  feed(*with, true);
+  feed(*without, false);
+  EXPECT_NEAR(with->state().arrival_work_ms, 0.2, 0.01);
+  EXPECT_NEAR(with->state().stolen_ms, 0.1, 1e-3);
+  EXPECT_EQ(without->state().arrival_work_ms, 0);
+  // At the rate it was measured at, both see E[S] = 1.1 ms; with the work
+  // the arrivals per service are more dispersed (a burst slows the service
+  // that absorbs it), so the loss is higher.
+  const double measured_rate = 0.5 / 1.1e-3;
+  const double w = with->state().arrival_work_ms;
+  EXPECT_NEAR(with->Predict(measured_rate)[1].service_mean_ms, 1.0 / (1 - measured_rate * w / 1000), 1e-9);
+  EXPECT_NEAR(with->Predict(measured_rate)[1].service_mean_ms, 1.1, 0.01);
+  EXPECT_NEAR(without->Predict(measured_rate)[1].service_mean_ms, 1.1, 1e-9);
+  EXPECT_GT(with->Predict(measured_rate)[1].loss, 1.05 * without->Predict(measured_rate)[1].loss);
+  // At higher rates the work also stretches the mean service.
+  for (double rate : {600.0, 750.0, 900.0}) {
+    const auto p = with->Predict(rate)[1];
+    EXPECT_NEAR(p.service_mean_ms, 1.0 / (1 - rate * w / 1000), 1e-9);
+    EXPECT_GT(p.loss, without->Predict(rate)[1].loss) << rate;
+  }
+  // Arrivals whose handling alone takes the core: everything is lost.
+  EXPECT_EQ(with->Predict(1000 / w + 1)[1].loss, 1.0);
+  // Several workers: no arrival work (their pooled model has none).
+  auto pooled = LoadController::Create(ThreeConfigs(), Options());
+  ASSERT_TRUE(pooled.ok());
+  feed(*pooled, true);
+  EXPECT_EQ(pooled->state().arrival_work_ms, 0);
+  EXPECT_NEAR(pooled->Predict(measured_rate)[1].service_mean_ms, 1.1, 1e-9);
+}
+
 TEST(LoadControllerTest, RefusesBadOptions) {
   LoadControllerOptions o = Options();
   EXPECT_FALSE(LoadController::Create(ConfigSet{}, o).ok());
