@@ -11,6 +11,8 @@ namespace {
 
 // Arrivals during services (time-weighted) before the work per arrival is trusted.
 constexpr double kMinWorkArrivals = 20;
+// ... and a spread of arrivals per service to fit a slope over.
+constexpr double kMinArrivalVariance = 0.05;
 
 // Weight an old value keeps after dt seconds with this half-life.
 double Keep(double dt, double half_life_s) { return std::pow(0.5, std::max(0.0, dt) / std::max(half_life_s, 1e-9)); }
@@ -70,14 +72,24 @@ void LoadController::AddService(const ServiceObservation& o, double now_s) {
     state_.remote_ms = remote_known_ ? w * state_.remote_ms + (1 - w) * o.remote_ms : o.remote_ms;
     remote_known_ = true;
   }
-  if (o.stolen_ms >= 0 && options_.workers == 1) {
-    stolen_sum_ = keep * stolen_sum_ + o.stolen_ms;
-    work_arrivals_sum_ = keep * work_arrivals_sum_ + static_cast<double>(o.arrivals);
-    work_services_sum_ = keep * work_services_sum_ + 1;
-    // Only once enough arrivals were seen during services for a steady ratio.
-    if (work_arrivals_sum_ >= kMinWorkArrivals) {
-      state_.arrival_work_ms = stolen_sum_ / work_arrivals_sum_;
-      state_.stolen_ms = stolen_sum_ / work_services_sum_;
+  if (options_.arrival_work && options_.workers == 1 && o.stolen_ms >= 0 && !o.offloaded) {
+    // The work per arrival is the slope of the stolen time over the arrivals
+    // per service (least squares, time-weighted): what other threads take
+    // whatever the arrivals (the reply hand-off's wake-up, scrapes, other
+    // processes) is the intercept and stays in the service.
+    const double a = static_cast<double>(std::max<int64_t>(0, o.arrivals));
+    work_n_ = keep * work_n_ + 1;
+    work_a_ = keep * work_a_ + a;
+    work_aa_ = keep * work_aa_ + a * a;
+    work_s_ = keep * work_s_ + o.stolen_ms;
+    work_as_ = keep * work_as_ + a * o.stolen_ms;
+    work_b_ = keep * work_b_ + o.fixed_ms + o.device_ms + o.remote_ms;
+    const double var_a = work_aa_ / work_n_ - (work_a_ / work_n_) * (work_a_ / work_n_);
+    if (work_a_ >= kMinWorkArrivals && var_a > kMinArrivalVariance) {
+      const double cov = work_as_ / work_n_ - (work_a_ / work_n_) * (work_s_ / work_n_);
+      state_.arrival_work_ms = std::max(0.0, cov / var_a);
+      // Its share of the busy time at the rate measured: lambda W = W E[a] / E[busy].
+      state_.work_share = work_b_ > 0 ? std::min(0.9, state_.arrival_work_ms * work_a_ / work_b_) : 0.0;
     }
   }
 }
@@ -87,25 +99,30 @@ ConfigPrediction LoadController::PredictOne(int index, double rate) const {
   const int num_layers = set_.exit_layers.back() + 1;
   const size_t g_count = set_.exit_layers.size();
   // The measured parts hold the time the arrivals' work took from the
-  // services at the rate they were measured at; without it (S0) the work is
-  // added back at the rate predicted for.
-  const double stolen = state_.arrival_work_ms > 0 ? state_.stolen_ms : 0.0;
+  // services at the rate they were measured at, in proportion to their length
+  // (E[S | S0] = S0 / (1 - lambda W)); without it (S0) the work is added back
+  // at the rate predicted for.
+  const double base = 1 - state_.work_share;
   double mean = 0, m2 = 0;
   for (size_t g = 0; g < g_count; ++g) {
     const bool offloaded = c.split < num_layers && (g + 1 == g_count || set_.exit_layers[g] >= c.split);
-    const double s = std::max(1e-6, state_.fixed_ms - stolen + state_.speed_factor * c.exit_device_ms[g] +
-                                        (offloaded ? state_.remote_ms : 0));
+    const double s =
+        base * (state_.fixed_ms + state_.speed_factor * c.exit_device_ms[g] + (offloaded ? state_.remote_ms : 0));
     mean += c.exit_share[g] * s;
     m2 += c.exit_share[g] * s * s;
   }
   ConfigPrediction p;
-  const double work_load = std::max(0.0, rate) * state_.arrival_work_ms / 1000.0;
-  p.service_mean_ms = work_load < 1 ? mean / (1 - work_load) : INFINITY;
+  p.base_service_mean_ms = mean;
+  p.service_mean_ms = mean;
   p.service_scv = mean > 0 ? std::max(0.0, m2 / (mean * mean) - 1) : 0;
-  if (mean <= 0 || rate <= 0) {
-    p.service_mean_ms = mean;
+  if (mean <= 0 || rate <= 0) return p;
+  const double work_load = rate * state_.arrival_work_ms / 1000.0;
+  if (work_load >= 1) {  // the arrivals' handling alone takes the core
+    p.service_mean_ms = INFINITY;
+    p.loss = 1;
     return p;
   }
+  p.service_mean_ms = mean / (1 - work_load);
   p.loss = Loss(rate * mean / 1000.0, p.service_scv, work_load);
   return p;
 }
@@ -138,8 +155,10 @@ double LoadController::Loss(double offered, double scv, double work_load) const 
   // with E[S] = E[S0] / (1 - mu).
   const double bound = std::max(0.0, 1.0 - options_.workers * (1 - mu) / m.arrival_rate);
   auto r = SolveMG1K(m);
-  // The closed form of exponential service when the two-moment model fails.
-  const double loss = std::max(bound, r.ok() ? r->loss_probability : SolveMMcK(m).loss_probability);
+  // The closed form of exponential service (with the work's mean) when the two-moment model fails.
+  QueueModel exp_m = m;
+  exp_m.service_mean_s = m.service_mean_s / (1 - mu);
+  const double loss = std::max(bound, r.ok() ? r->loss_probability : SolveMMcK(exp_m).loss_probability);
   loss_cache_.emplace(key, loss);
   return loss;
 }
@@ -228,7 +247,10 @@ ControllerState LoadController::Tick(int queue_length, double now_s) {
     // capacity times (1 + margin).
     const double since = std::max(high_since_s_, config_since_s_);
     if (options_.pressure_margin > 0 && now_s - since >= options_.pressure_settle_s - 1e-9) {
-      const double service_ms = PredictOne(state_.config, rate).service_mean_ms;
+      // The capacity: workers / E[S]; with the arrivals' work (one worker),
+      // the rate at which lambda E[S0] / (1 - lambda W) = 1: 1 / (E[S0] + W).
+      const double service_ms =
+          PredictOne(state_.config, rate).base_service_mean_ms + state_.arrival_work_ms;
       if (service_ms > 0) {
         rate = std::max(rate, options_.workers * 1000.0 / service_ms * (1 + options_.pressure_margin));
       }

@@ -80,6 +80,9 @@ struct LoadControllerOptions {
                                    // in use, for this long
   double up_loss_margin = 0.8;   // up only to a configuration predicted under target * this ...
   double up_rate_margin = 0.05;  // ... at the upper rate bound times (1 + this) ...
+  // Model the arrivals' own work on the worker's core (one worker only; off:
+  // the measured service times as they are). Opt-in: see README.
+  bool arrival_work = false;
   double dwell_s = 3.0;          // ... available for this long without a break
   int initial_config = 0;        // index into the set (0: the most accurate)
   // Service parts assumed until measured.
@@ -96,17 +99,21 @@ struct ServiceObservation {
   double fixed_ms = 0;     // the rest of the worker's occupancy (preprocessing, hand-off, ...)
   bool offloaded = false;  // no device exit answered it
   // The core time other threads took from the worker during this service
-  // (its busy time less its own CPU time; < 0: not measured) and the requests
-  // that arrived meanwhile. With one worker they give the arrivals' own work
-  // on its core, which the loss model takes (common/queueing.h,
-  // arrival_work_s): a burst slows the very services that have to absorb it.
+  // (its busy time less its own CPU time; < 0: not measured, e.g. offloaded:
+  // the worker waited for the round trip) and the requests that arrived
+  // meanwhile. With one worker and options.arrival_work they give the
+  // arrivals' own work on its core (the slope of stolen time over arrivals
+  // per service; what does not grow with arrivals stays in the service),
+  // which the loss model takes (common/queueing.h, arrival_work_s): a burst
+  // slows the very services that have to absorb it.
   double stolen_ms = -1;
   int64_t arrivals = 0;
 };
 
 struct ConfigPrediction {
-  double service_mean_ms = 0;  // at the rate predicted for (the arrivals' work included)
-  double service_scv = 0;
+  double service_mean_ms = 0;  // at the rate predicted for (the arrivals' work included; inf if it saturates)
+  double base_service_mean_ms = 0;  // without the arrivals' work (= service_mean_ms when it is not modelled)
+  double service_scv = 0;           // of the service without the arrivals' work
   double loss = 0;         // predicted loss ratio at the rate used
 };
 
@@ -120,10 +127,10 @@ struct ControllerState {
   int queue_length = 0;
   double speed_factor = 1;       // measured / expected device compute
   double fixed_ms = 0, remote_ms = 0;
-  // One worker: the work each arrival takes from a service in progress, and
-  // how much of a service that was on average (both 0 until measured; always
-  // 0 with several workers, whose pooled model has no arrival work).
-  double arrival_work_ms = 0, stolen_ms = 0;
+  // options.arrival_work with one worker: the work each arrival takes from a
+  // service in progress, and the share of the busy time it took at the rate
+  // measured (both 0 until measured, and when off).
+  double arrival_work_ms = 0, work_share = 0;
   double expected_accuracy = 0;  // of the configuration in use
   double predicted_loss = 0;     // of the configuration in use, at rate_used
   std::vector<ConfigPrediction> predictions;  // per configuration, at rate_used
@@ -177,8 +184,9 @@ class LoadController {
   double measured_device_ = 0, expected_device_ = 0;
   double last_service_s_ = -1;
   bool fixed_known_ = false, remote_known_ = false;
-  // Time-weighted sums for the arrivals' work: stolen time, arrivals, services.
-  double stolen_sum_ = 0, work_arrivals_sum_ = 0, work_services_sum_ = 0;
+  // Time-weighted sums for the arrivals' work (a: arrivals during a service,
+  // s: stolen ms, b: busy ms): n, sum a, a^2, s, a s, b.
+  double work_n_ = 0, work_a_ = 0, work_aa_ = 0, work_s_ = 0, work_as_ = 0, work_b_ = 0;
   // Predicted loss by (offered load lambda E[S0] in 1% geometric steps, SCV in
   // steps of 0.05, lambda W in steps of 0.005): the queue solve takes
   // milliseconds near saturation.

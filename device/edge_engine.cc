@@ -22,10 +22,10 @@
 
 namespace eenn::device {
 namespace {
-// CPU time of the calling thread (0 where the clock is missing).
+// CPU time of the calling thread (-1 where the clock is missing).
 double ThreadCpuSeconds() {
   timespec ts{};
-  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return -1;
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
@@ -351,16 +351,18 @@ class EdgeEngine::Impl {
       }
       item.done(std::move(out));
       const absl::Duration busy = absl::Now() - busy_from;
-      const double cpu_s = std::max(0.0, ThreadCpuSeconds() - cpu_from);
+      const double cpu_to = ThreadCpuSeconds();
+      const bool cpu_known = cpu_from >= 0 && cpu_to >= 0;
+      const double cpu_s = cpu_known ? std::max(0.0, cpu_to - cpu_from) : 0.0;
       const int64_t arrived = arrivals_.load(std::memory_order_relaxed) - arrivals_from;
       if (metrics_) {
         metrics_->worker_busy_seconds->Increment(absl::ToDoubleSeconds(busy));
-        metrics_->worker_cpu_seconds->Increment(cpu_s);
+        if (cpu_known) metrics_->worker_cpu_seconds->Increment(cpu_s);
         metrics_->arrivals_while_busy->Increment(static_cast<double>(arrived));
       }
       if (sample) {
         sample->busy_us = absl::ToInt64Microseconds(busy);
-        sample->cpu_us = computes_alone ? static_cast<int64_t>(cpu_s * 1e6) : -1;
+        sample->cpu_us = computes_alone && cpu_known ? static_cast<int64_t>(cpu_s * 1e6) : -1;
         sample->arrivals = arrived;
         options_.on_service(*sample);
       }

@@ -70,8 +70,8 @@ struct ServiceSample {
   int64_t remote_us = 0;          // encode + offload, or the local fallback (0 when decided on the device)
   int64_t busy_us = 0;            // the worker's whole occupancy: dequeue to ready for the next request
                                   // (decode, bookkeeping and the reply hand-off included)
-  int64_t cpu_us = 0;             // the worker thread's own CPU time over busy_us (-1: not its work alone,
-                                  // LibTorch runs more than one thread)
+  int64_t cpu_us = -1;            // the worker thread's own CPU time over busy_us (-1: unknown, or not its
+                                  // work alone: LibTorch runs more than one thread)
   int64_t arrivals = 0;           // requests that arrived (accepted or refused) meanwhile
   bool offloaded = false;         // no device exit answered it
 };

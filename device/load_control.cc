@@ -122,8 +122,9 @@ void LoadControl::OnService(const ServiceSample& s) {
   o.fixed_ms = std::max(s.preprocess_us, s.busy_us - s.device_compute_us - s.remote_us) / 1000.0;
   o.offloaded = s.offloaded;
   // What other threads took from the worker meanwhile (on a core it shares
-  // with the request handling: the arrivals' work).
-  o.stolen_ms = s.cpu_us >= 0 ? std::max<int64_t>(0, s.busy_us - s.cpu_us) / 1000.0 : -1;
+  // with the request handling: the arrivals' work); not while it waited for
+  // an offload's round trip.
+  o.stolen_ms = s.cpu_us >= 0 && !s.offloaded ? std::max<int64_t>(0, s.busy_us - s.cpu_us) / 1000.0 : -1;
   o.arrivals = s.arrivals;
   const double now = NowS();
   absl::MutexLock lock(&pending_mu_);

@@ -133,6 +133,10 @@ ABSL_FLAG(double, control_busy_z, 0.5,
 ABSL_FLAG(double, control_up_loss_margin, 0.8,
           "Load-aware exits: up only to a configuration predicted to lose under the target times this ...");
 ABSL_FLAG(double, control_up_rate_margin, 0.05, "... at the upper rate bound times (1 + this).");
+ABSL_FLAG(bool, control_arrival_work, false,
+          "Load control: model the arrivals' own work on the worker's core (one worker, --threads 1): each "
+          "arrival during a service takes the measured work from it, so a burst slows the service that absorbs "
+          "it (common/queueing.h). Off: the measured service times as they are.");
 ABSL_FLAG(bool, control_busy_rate, true,
           "Load-aware exits: with the queue at the high-water mark, the rate of the arrivals since one last found "
           "no request waiting also counts (a burst shows in it from its first arrival on).");
@@ -308,6 +312,7 @@ int main(int argc, char** argv) {
     lo.controller.busy_z = absl::GetFlag(FLAGS_control_busy_z);
     lo.controller.up_loss_margin = absl::GetFlag(FLAGS_control_up_loss_margin);
     lo.controller.up_rate_margin = absl::GetFlag(FLAGS_control_up_rate_margin);
+    lo.controller.arrival_work = absl::GetFlag(FLAGS_control_arrival_work);
     lo.busy_rate = absl::GetFlag(FLAGS_control_busy_rate);
     lo.interval = absl::Milliseconds(absl::GetFlag(FLAGS_control_interval_ms));
     auto c = eenn::device::LoadControl::Create(engine->get(), &metrics, std::move(*set), lo);

@@ -302,14 +302,16 @@ TEST(LoadControllerTest, OffloadedRequestsPayTheRemotePart) {
 }
 
 // One worker whose services hold the time other threads took from it: the
-// device computes 10x faster than profiled (config 1: 0.5 ms of compute),
-// the fixed part is 0.6 ms of which 0.1 ms was taken by 0.5 arrivals per
-// service on average: 0.2 ms per arrival, at 0.5 arrivals per 1.1 ms
-// (455 requests/s).
+// device computes 10x faster than profiled (config 1: 0.5 ms of compute,
+// config 0: 1 ms), the fixed part is 0.6 ms; of the stolen time, 0.05 ms
+// comes whatever the arrivals and 0.2 ms with each arrival (0 or 1 per
+// service, 0.5 on average): W = 0.2 ms, at 0.5 arrivals per 1.1 ms
+// (455 requests/s), so a share 0.091 of the busy time.
 TEST(LoadControllerTest, ArrivalWorkEntersTheModelWithOneWorker) {
   LoadControllerOptions o = Options();
   o.workers = 1;
   o.queue_capacity = 8;
+  o.arrival_work = true;
   auto feed = [](LoadController& c, bool measured) {
     for (int i = 0; i < 400; ++i) {
       ServiceObservation s;
@@ -317,8 +319,9 @@ TEST(LoadControllerTest, ArrivalWorkEntersTheModelWithOneWorker) {
       s.exit = i % 2;
       s.device_ms = i % 2 ? 0.75 : 0.25;
       s.fixed_ms = 0.6;
-      s.stolen_ms = measured ? 0.1 : -1;
-      s.arrivals = measured ? i % 2 : 0;
+      const int arrivals = (i / 2) % 2;  // independent of the exit
+      s.stolen_ms = measured ? 0.05 + 0.2 * arrivals : -1;
+      s.arrivals = measured ? arrivals : 0;
       c.AddService(s, i * 0.001);
     }
   };
@@ -327,32 +330,62 @@ TEST(LoadControllerTest, ArrivalWorkEntersTheModelWithOneWorker) {
   ASSERT_TRUE(with.ok() && without.ok());
   feed(*with, true);
   feed(*without, false);
-  EXPECT_NEAR(with->state().arrival_work_ms, 0.2, 0.01);
-  EXPECT_NEAR(with->state().stolen_ms, 0.1, 1e-3);
+  EXPECT_NEAR(with->state().arrival_work_ms, 0.2, 0.005);  // the slope, not 0.3 (stolen / arrivals)
+  EXPECT_NEAR(with->state().work_share, 0.2 * 0.5 / 1.1, 0.005);
   EXPECT_EQ(without->state().arrival_work_ms, 0);
   // At the rate it was measured at, both see E[S] = 1.1 ms; with the work
   // the arrivals per service are more dispersed (a burst slows the service
   // that absorbs it), so the loss is higher.
   const double measured_rate = 0.5 / 1.1e-3;
-  const double w = with->state().arrival_work_ms;
-  EXPECT_NEAR(with->Predict(measured_rate)[1].service_mean_ms, 1.0 / (1 - measured_rate * w / 1000), 1e-9);
-  EXPECT_NEAR(with->Predict(measured_rate)[1].service_mean_ms, 1.1, 0.01);
+  const double w = with->state().arrival_work_ms, q = with->state().work_share;
+  const auto at = with->Predict(measured_rate)[1];
+  EXPECT_NEAR(at.base_service_mean_ms, 1.1 * (1 - q), 1e-9);
+  EXPECT_NEAR(at.service_mean_ms, 1.1 * (1 - q) / (1 - measured_rate * w / 1000), 1e-9);
+  EXPECT_NEAR(at.service_mean_ms, 1.1, 0.01);
   EXPECT_NEAR(without->Predict(measured_rate)[1].service_mean_ms, 1.1, 1e-9);
-  EXPECT_GT(with->Predict(measured_rate)[1].loss, 1.05 * without->Predict(measured_rate)[1].loss);
+  EXPECT_GT(at.loss, 1.05 * without->Predict(measured_rate)[1].loss);
+  // The work's share comes off every configuration in proportion: config 0
+  // (0.6 + 1.0 ms measured) keeps (1 - q) of it.
+  EXPECT_NEAR(with->Predict(measured_rate)[0].base_service_mean_ms, 1.6 * (1 - q), 1e-9);
   // At higher rates the work also stretches the mean service.
   for (double rate : {600.0, 750.0, 900.0}) {
     const auto p = with->Predict(rate)[1];
-    EXPECT_NEAR(p.service_mean_ms, 1.0 / (1 - rate * w / 1000), 1e-9);
+    EXPECT_NEAR(p.service_mean_ms, 1.1 * (1 - q) / (1 - rate * w / 1000), 1e-9);
     EXPECT_GT(p.loss, without->Predict(rate)[1].loss) << rate;
   }
   // Arrivals whose handling alone takes the core: everything is lost.
   EXPECT_EQ(with->Predict(1000 / w + 1)[1].loss, 1.0);
-  // Several workers: no arrival work (their pooled model has none).
-  auto pooled = LoadController::Create(ThreeConfigs(), Options());
-  ASSERT_TRUE(pooled.ok());
+  EXPECT_TRUE(std::isinf(with->Predict(1000 / w + 1)[1].service_mean_ms));
+  // Off by default, and with several workers (their pooled model has none);
+  // offloaded services (the worker waited for the round trip) do not count.
+  LoadControllerOptions off = o;
+  off.arrival_work = false;
+  auto plain = LoadController::Create(ThreeConfigs(), off);
+  auto pooled = LoadController::Create(ThreeConfigs(), [] {
+    LoadControllerOptions p = Options();
+    p.arrival_work = true;
+    return p;
+  }());
+  auto offloaded = LoadController::Create(ThreeConfigs(), o);
+  ASSERT_TRUE(plain.ok() && pooled.ok() && offloaded.ok());
+  feed(*plain, true);
   feed(*pooled, true);
-  EXPECT_EQ(pooled->state().arrival_work_ms, 0);
-  EXPECT_NEAR(pooled->Predict(measured_rate)[1].service_mean_ms, 1.1, 1e-9);
+  for (int i = 0; i < 400; ++i) {
+    ServiceObservation s;
+    s.config = 1;
+    s.exit = 1;
+    s.device_ms = 0.75;
+    s.remote_ms = 5;
+    s.offloaded = true;
+    s.stolen_ms = 5 * (i % 2);
+    s.arrivals = i % 2;
+    offloaded->AddService(s, i * 0.001);
+  }
+  for (auto* c : {&*plain, &*pooled, &*offloaded}) {
+    EXPECT_EQ(c->state().arrival_work_ms, 0);
+    EXPECT_EQ(c->state().work_share, 0);
+  }
+  EXPECT_NEAR(plain->Predict(measured_rate)[1].service_mean_ms, 1.1, 1e-9);
 }
 
 TEST(LoadControllerTest, RefusesBadOptions) {

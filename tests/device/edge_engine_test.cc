@@ -349,7 +349,9 @@ TEST_F(EdgeEngineTest, FullQueueRejectsAndShutdownAnswersEverything) {
 
 // The load controller's service sample comes after the reply was handed off,
 // with the worker's whole occupancy: here a reply callback that takes 30 ms
-// shows in busy_us beyond the timed stages.
+// shows in busy_us beyond the timed stages, but not in the worker's CPU time
+// (it sleeps); the first request's callback submits one more, which arrives
+// during that service.
 TEST_F(EdgeEngineTest, ServiceSampleCountsTheWholeOccupancyOfTheWorker) {
   EdgeEngineOptions o;
   o.split_layer = 4;  // all on the device
@@ -361,22 +363,47 @@ TEST_F(EdgeEngineTest, ServiceSampleCountsTheWholeOccupancyOfTheWorker) {
     samples.push_back(s);
   };
   auto e = Make(o);
+  absl::Notification extra_done;
   for (int i = 0; i < 3; ++i) {
     absl::Notification done;
-    e->Submit(Input(i), [&](absl::StatusOr<ClassifyOutcome> r) {
+    e->Submit(Input(i), [&, i](absl::StatusOr<ClassifyOutcome> r) {
       EXPECT_TRUE(r.ok()) << r.status();
+      if (i == 0) {
+        e->Submit(Input(7), [&](absl::StatusOr<ClassifyOutcome> r2) {
+          EXPECT_TRUE(r2.ok()) << r2.status();
+          extra_done.Notify();
+        });
+      }
       absl::SleepFor(absl::Milliseconds(30));  // a slow hand-off
       done.Notify();
     });
     done.WaitForNotification();
+    if (i == 0) extra_done.WaitForNotification();
   }
   e->Shutdown(absl::Seconds(30));
   absl::MutexLock lock(&mu);
-  ASSERT_EQ(samples.size(), 3u);
-  for (const auto& s : samples) {
+  ASSERT_EQ(samples.size(), 4u);
+  const bool computes_alone = at::get_num_threads() == 1;
+  for (size_t k = 0; k < samples.size(); ++k) {
+    const ServiceSample& s = samples[k];
+    EXPECT_FALSE(s.offloaded);
+    // The arrival during the first service: exactly one (the next request is
+    // sent only after the extra one was answered); during the others at most
+    // the next request, sent as soon as the previous callback returned.
+    if (k == 0) {
+      EXPECT_EQ(s.arrivals, 1);
+    } else {
+      EXPECT_LE(s.arrivals, 1) << k;
+    }
+    if (k == 1) continue;  // the extra request, with no slow hand-off
     EXPECT_GE(s.busy_us, s.preprocess_us + s.device_compute_us + 30000);
     EXPECT_LT(s.busy_us, s.preprocess_us + s.device_compute_us + 2000000);
-    EXPECT_FALSE(s.offloaded);
+    if (computes_alone) {
+      EXPECT_GE(s.cpu_us, 0);
+      EXPECT_LE(s.cpu_us, s.busy_us - 25000) << "the sleeping hand-off is not the worker's CPU time";
+    } else {
+      EXPECT_EQ(s.cpu_us, -1) << "with a LibTorch pool the worker's own CPU time is not the service's work";
+    }
   }
 }
 
