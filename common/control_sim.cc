@@ -52,6 +52,8 @@ struct Busy {
   size_t exit = 0;
   Parts parts;
   size_t arrival = 0;  // index of the request
+  double stolen_ms = 0;  // the arrivals' work added to it
+  int64_t arrivals = 0;  // arrivals during it
 };
 
 }  // namespace
@@ -111,9 +113,13 @@ absl::StatusOr<SimResult> SimulateLoadControl(const ConfigSet& set, const std::v
   }
   if (!(options.interval_s > 0) || options.min_tick_gap_s < 0 || !(options.window_s > 0) ||
       service.fixed_ms < 0 || !(service.speed_factor > 0) || service.remote_ms < 0 ||
-      service.noise_cv < 0) {
+      service.noise_cv < 0 || !(service.arrival_work_ms >= 0)) {
     return absl::InvalidArgumentError(
-        "simulation: interval and window must be > 0, speed factor > 0; tick gap, service parts and noise >= 0");
+        "simulation: interval and window must be > 0, speed factor > 0; tick gap, service parts, noise and arrival "
+        "work >= 0");
+  }
+  if (service.arrival_work_ms > 0 && options.controller.workers != 1) {
+    return absl::InvalidArgumentError("simulation: arrival work is modelled for one worker only");
   }
   const bool controlled = options.static_config < 0;
   LoadControllerOptions copts = options.controller;
@@ -197,10 +203,16 @@ absl::StatusOr<SimResult> SimulateLoadControl(const ConfigSet& set, const std::v
       ServiceObservation o;
       o.config = b.config;
       o.exit = static_cast<int>(b.exit);
-      o.fixed_ms = b.parts.fixed;
-      o.device_ms = b.parts.device;
-      o.remote_ms = b.parts.remote;
+      // The arrivals' work lands in whichever part was running: in proportion.
+      const double grow = b.parts.total() > 0 ? 1 + b.stolen_ms / b.parts.total() : 1;
+      o.fixed_ms = b.parts.fixed * grow;
+      o.device_ms = b.parts.device * grow;
+      o.remote_ms = b.parts.remote * grow;
       o.offloaded = Offloaded(set, c, b.exit);
+      if (service.arrival_work_ms > 0) {
+        o.stolen_ms = b.stolen_ms;
+        o.arrivals = b.arrivals;
+      }
       if (controlled) observed.emplace_back(o, now);
       b.until = kInf;
       if (!waiting.empty()) {
@@ -220,6 +232,12 @@ absl::StatusOr<SimResult> SimulateLoadControl(const ConfigSet& set, const std::v
       }
       ++stretch_arrivals;
       stretch_last = now;
+      // Its handling takes the core from the service in progress.
+      if (service.arrival_work_ms > 0 && busy[0].until != kInf) {
+        busy[0].until += service.arrival_work_ms / 1000.0;
+        busy[0].stolen_ms += service.arrival_work_ms;
+        ++busy[0].arrivals;
+      }
       // As the device does: the arrival finds waiting.size() queued.
       if (controlled && high_water_count > 0 && static_cast<int>(waiting.size()) + 1 >= high_water_count &&
           early_tick == kInf) {
@@ -263,6 +281,7 @@ absl::StatusOr<SimResult> SimulateLoadControl(const ConfigSet& set, const std::v
     }
   }
   r.loss_ratio = r.arrivals > 0 ? static_cast<double>(r.refused) / r.arrivals : 0;
+  r.arrival_work_ms = controller.state().arrival_work_ms;
   if (r.answered > 0) r.accuracy /= r.answered;
   for (SimWindow& w : r.windows) {
     if (w.answered > 0) {

@@ -15,8 +15,12 @@
 // device's own compute of the rest of the network (speed_factor times the
 // full network's compute less exit_device_ms[g]); n1, n2, n3 are independent
 // log-normal draws with mean 1 and coefficient of variation noise_cv (so the
-// total varies less). Accuracy: each answered request counts its
-// configuration's expected accuracy.
+// total varies less). With arrival_work_ms (one worker), each arrival during a
+// service adds that much to it (the device's request handling on the
+// worker's core, common/queueing.h arrival_work_s); the observation the
+// controller gets then holds it, spread over the parts in proportion, with
+// the stolen time and the arrivals. Accuracy: each answered request counts
+// its configuration's expected accuracy.
 #ifndef EENN_COMMON_CONTROL_SIM_H_
 #define EENN_COMMON_CONTROL_SIM_H_
 
@@ -36,6 +40,7 @@ struct SimServiceModel {
   double remote_ms = 0;       // offloaded requests: encode + round trip (mean)
   bool local_fallback = false;  // offloaded requests finish on the device (no server)
   double noise_cv = 0.1;
+  double arrival_work_ms = 0;  // added to the service in progress by each arrival (one worker only)
 };
 
 struct SimOptions {
@@ -60,6 +65,7 @@ struct SimResult {
   double loss_ratio = 0;  // refused / arrivals
   double accuracy = 0;    // mean expected accuracy of the answered
   int changes = 0;
+  double arrival_work_ms = 0;  // the controller's estimate at the end (0 when off or static)
   std::vector<SimWindow> windows;
   struct Change {
     double t_s = 0;

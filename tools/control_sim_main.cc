@@ -41,6 +41,10 @@ ABSL_FLAG(double, speed_factor, 1.0, "Device compute: measured / the configurati
 ABSL_FLAG(double, remote_ms, 0, "Offloaded requests: encode + round trip (ms).");
 ABSL_FLAG(bool, local_fallback, false, "Offloaded requests finish on the device (no server).");
 ABSL_FLAG(double, noise_cv, 0.1, "Coefficient of variation of each service part's noise.");
+ABSL_FLAG(double, arrival_work_ms, 0,
+          "Work each arrival adds to the service in progress (ms; one worker): the device's request handling on "
+          "the worker's core. The service times above (--baseline_ms, --fixed_ms, ...) are then without it.");
+ABSL_FLAG(bool, control_arrival_work, false, "eenn-device --control_arrival_work.");
 ABSL_FLAG(int, workers, 1, "eenn-device --workers.");
 ABSL_FLAG(int, queue_capacity, 32, "eenn-device --queue_capacity (the benchmark's; the device's default: 64).");
 ABSL_FLAG(double, loss_target, 0.03, "eenn-device --loss_target.");
@@ -92,7 +96,8 @@ int main(int argc, char** argv) {
   }
   const int workers = absl::GetFlag(FLAGS_workers);
   if (workers < 1) return Fail("--workers must be >= 1");
-  const double capacity = workers * 1000.0 / baseline_ms;
+  // With the arrivals' work (one worker) the queue drains at 1 / (E[S0] + W) once it is busy.
+  const double capacity = workers * 1000.0 / (baseline_ms + absl::GetFlag(FLAGS_arrival_work_ms));
 
   std::vector<double> trace;
   if (!absl::GetFlag(FLAGS_trace).empty()) {
@@ -116,6 +121,7 @@ int main(int argc, char** argv) {
   model.remote_ms = absl::GetFlag(FLAGS_remote_ms);
   model.local_fallback = absl::GetFlag(FLAGS_local_fallback);
   model.noise_cv = absl::GetFlag(FLAGS_noise_cv);
+  model.arrival_work_ms = absl::GetFlag(FLAGS_arrival_work_ms);
 
   eenn::common::SimOptions options;
   auto& c = options.controller;
@@ -134,6 +140,7 @@ int main(int argc, char** argv) {
   c.busy_z = absl::GetFlag(FLAGS_control_busy_z);
   c.up_loss_margin = absl::GetFlag(FLAGS_control_up_loss_margin);
   c.up_rate_margin = absl::GetFlag(FLAGS_control_up_rate_margin);
+  c.arrival_work = absl::GetFlag(FLAGS_control_arrival_work);
   options.interval_s = absl::GetFlag(FLAGS_control_interval_ms) / 1000.0;
   options.busy_rate = absl::GetFlag(FLAGS_control_busy_rate);
 

@@ -72,6 +72,53 @@ TEST(ControlSimTest, StaticConfigurationLosesWhatTheQueueModelPredicts) {
   }
 }
 
+// Each arrival during a service adds 1 ms to it: the simulated queue loses
+// what the model with arrival work predicts, and a controller with
+// arrival_work on measures the work from the observations it is fed.
+TEST(ControlSimTest, ArrivalWorkLosesWhatTheModelPredictsAndTheControllerMeasuresIt) {
+  SimServiceModel work = Exact();
+  work.arrival_work_ms = 1.0;
+  for (const double rate : {80.0, 110.0}) {
+    SimOptions o;
+    o.controller.workers = 1;
+    o.controller.queue_capacity = 4;
+    o.static_config = 0;
+    auto r = SimulateLoadControl(OneConfig(10), Poisson(rate, 2000, 4), work, o);
+    ASSERT_TRUE(r.ok()) << r.status();
+    QueueModel m;
+    m.arrival_rate = rate;
+    m.servers = 1;
+    m.capacity = 5;
+    m.service_samples_s = {0.005, 0.015};
+    m.arrival_work_s = 0.001;
+    auto want = SolveQueue(m);
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_NEAR(r->loss_ratio, want->loss_probability, 0.06 * want->loss_probability) << "rate " << rate;
+    // More than the same queue without the work.
+    m.arrival_work_s = 0;
+    EXPECT_GT(r->loss_ratio, 1.1 * SolveQueue(m)->loss_probability) << "rate " << rate;
+  }
+  SimOptions controlled;
+  controlled.controller.workers = 1;
+  controlled.controller.queue_capacity = 4;
+  controlled.controller.arrival_work = true;
+  auto c = SimulateLoadControl(OneConfig(10), Poisson(90, 120, 5), work, controlled);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_NEAR(c->arrival_work_ms, 1.0, 0.02);
+  controlled.controller.arrival_work = false;
+  auto off = SimulateLoadControl(OneConfig(10), Poisson(90, 120, 5), work, controlled);
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(off->arrival_work_ms, 0);
+  // One worker only; never negative.
+  controlled.controller.workers = 2;
+  EXPECT_EQ(SimulateLoadControl(OneConfig(10), Poisson(90, 10, 5), work, controlled).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  controlled.controller.workers = 1;
+  work.arrival_work_ms = -1;
+  EXPECT_EQ(SimulateLoadControl(OneConfig(10), Poisson(90, 10, 5), work, controlled).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ControlSimTest, SameSeedSameRunAndBadInputsAreRefused) {
   SimOptions o;
   o.controller.workers = 1;
