@@ -169,10 +169,9 @@ absl::StatusOr<QueueResult> SolveMG1K(const QueueModel& given) {
   const std::string work_note =
       m.arrival_work_s > 0 ? absl::StrCat(", each arrival adds ", m.arrival_work_s * 1e3, " ms of work") : "";
   if (mu >= 1) {  // the arrivals' own handling takes the whole core
-    QueueModel eff = m;
     std::vector<double> p(K + 1, 0.0);
     p[K] = 1;
-    return Finish(eff, std::move(p), absl::StrCat("M/G/1/K embedded chain", work_note, ": saturated by the arrivals' work"));
+    return Finish(m, std::move(p), absl::StrCat("M/G/1/K embedded chain", work_note, ": saturated by the arrivals' work"));
   }
   QueueModel eff = m;  // its service_mean_s: E[S], the arrivals' work included
   eff.service_mean_s = m.service_mean_s / (1 - mu);
@@ -406,6 +405,9 @@ absl::StatusOr<QueueResult> SolveSlowlyVarying(const QueueModel& m, const std::v
   r.p.assign(m.capacity + 1, 0.0);
   double mean_service = 0, busy = 0;
   std::string method;
+  // E[S] in a regime, the arrivals' work included (SolveQueue's utilization = throughput E[S] / c).
+  const double mu = m.arrival_rate * m.arrival_work_s;
+  const double stretch = mu < 1 ? 1 / (1 - mu) : 1.0;
   for (const ServiceRegime& g : regimes) {
     if (g.weight == 0) continue;
     const double w = g.weight / total_weight;
@@ -418,9 +420,7 @@ absl::StatusOr<QueueResult> SolveSlowlyVarying(const QueueModel& m, const std::v
     r.loss_probability += w * s->loss_probability;
     r.mean_in_system += w * s->mean_in_system;
     r.throughput += w * s->throughput;
-    // E[S] in this regime, the arrivals' work included (SolveQueue's utilization = throughput E[S] / c).
-    const double mu = m.arrival_rate * m.arrival_work_s;
-    const double served = mu < 1 ? g.service_mean_s / (1 - mu) : g.service_mean_s;
+    const double served = g.service_mean_s * stretch;
     busy += w * s->throughput * served;
     mean_service += w * served;
     for (size_t n = 0; n < r.p.size() && n < s->p.size(); ++n) r.p[n] += w * s->p[n];

@@ -35,8 +35,9 @@ ABSL_FLAG(std::string, service_samples, "",
           "(common/queueing.h). Replaces --service_ms, --service_m2 and --service_scv.");
 ABSL_FLAG(double, arrival_work_ms, 0,
           "Work each arrival adds to the service in progress (ms), accepted or refused: the device's own handling "
-          "of a request when it shares a core with the worker (eenn-client's summary and "
-          "tools/bench/queue_validation.py measure it). The service times above are then without it. One worker only.");
+          "of a request when it shares a core with the worker (eenn-device's counters give it: worker busy less CPU "
+          "seconds over arrivals while busy; tools/bench/queue_validation.py reads them). The service times above "
+          "are then without it. One worker only.");
 ABSL_FLAG(int, workers, 2, "Requests processed at once (eenn-device --workers).");
 ABSL_FLAG(int, queue_capacity, 64, "Requests waiting (eenn-device --queue_capacity).");
 ABSL_FLAG(bool, json, false, "One JSON object per rate, one a line.");

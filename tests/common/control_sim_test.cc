@@ -48,22 +48,33 @@ SimServiceModel Exact() {
   return m;
 }
 
+// One worker, 4 waiting; static_config >= 0 holds that configuration.
+SimOptions OneWorker(int static_config) {
+  SimOptions o;
+  o.controller.workers = 1;
+  o.controller.queue_capacity = 4;
+  o.static_config = static_config;
+  return o;
+}
+
+// The exact model of OneConfig(10) on OneWorker: service 5 or 15 ms, K = 5.
+QueueModel OneConfigQueue(double rate, double arrival_work_s = 0) {
+  QueueModel m;
+  m.arrival_rate = rate;
+  m.servers = 1;
+  m.capacity = 5;
+  m.service_samples_s = {0.005, 0.015};
+  m.arrival_work_s = arrival_work_s;
+  return m;
+}
+
 TEST(ControlSimTest, StaticConfigurationLosesWhatTheQueueModelPredicts) {
   // 10 ms mean service (5 or 15 ms), 1 worker, 4 waiting: at 90/s and 130/s
   // the embedded-chain model with this very distribution is exact.
   for (const double rate : {90.0, 130.0}) {
-    SimOptions o;
-    o.controller.workers = 1;
-    o.controller.queue_capacity = 4;
-    o.static_config = 0;
-    auto r = SimulateLoadControl(OneConfig(10), Poisson(rate, 2000, 3), Exact(), o);
+    auto r = SimulateLoadControl(OneConfig(10), Poisson(rate, 2000, 3), Exact(), OneWorker(0));
     ASSERT_TRUE(r.ok()) << r.status();
-    QueueModel m;
-    m.arrival_rate = rate;
-    m.servers = 1;
-    m.capacity = 5;
-    m.service_samples_s = {0.005, 0.015};
-    auto want = SolveQueue(m);
+    auto want = SolveQueue(OneConfigQueue(rate));
     ASSERT_TRUE(want.ok()) << want.status();
     EXPECT_NEAR(r->loss_ratio, want->loss_probability, 0.06 * want->loss_probability) << "rate " << rate;
     EXPECT_EQ(r->arrivals, r->answered + r->refused);
@@ -79,28 +90,15 @@ TEST(ControlSimTest, ArrivalWorkLosesWhatTheModelPredictsAndTheControllerMeasure
   SimServiceModel work = Exact();
   work.arrival_work_ms = 1.0;
   for (const double rate : {80.0, 110.0}) {
-    SimOptions o;
-    o.controller.workers = 1;
-    o.controller.queue_capacity = 4;
-    o.static_config = 0;
-    auto r = SimulateLoadControl(OneConfig(10), Poisson(rate, 2000, 4), work, o);
+    auto r = SimulateLoadControl(OneConfig(10), Poisson(rate, 2000, 4), work, OneWorker(0));
     ASSERT_TRUE(r.ok()) << r.status();
-    QueueModel m;
-    m.arrival_rate = rate;
-    m.servers = 1;
-    m.capacity = 5;
-    m.service_samples_s = {0.005, 0.015};
-    m.arrival_work_s = 0.001;
-    auto want = SolveQueue(m);
+    auto want = SolveQueue(OneConfigQueue(rate, 0.001));
     ASSERT_TRUE(want.ok()) << want.status();
     EXPECT_NEAR(r->loss_ratio, want->loss_probability, 0.06 * want->loss_probability) << "rate " << rate;
     // More than the same queue without the work.
-    m.arrival_work_s = 0;
-    EXPECT_GT(r->loss_ratio, 1.1 * SolveQueue(m)->loss_probability) << "rate " << rate;
+    EXPECT_GT(r->loss_ratio, 1.1 * SolveQueue(OneConfigQueue(rate))->loss_probability) << "rate " << rate;
   }
-  SimOptions controlled;
-  controlled.controller.workers = 1;
-  controlled.controller.queue_capacity = 4;
+  SimOptions controlled = OneWorker(-1);
   controlled.controller.arrival_work = true;
   auto c = SimulateLoadControl(OneConfig(10), Poisson(90, 120, 5), work, controlled);
   ASSERT_TRUE(c.ok()) << c.status();
@@ -120,10 +118,7 @@ TEST(ControlSimTest, ArrivalWorkLosesWhatTheModelPredictsAndTheControllerMeasure
 }
 
 TEST(ControlSimTest, SameSeedSameRunAndBadInputsAreRefused) {
-  SimOptions o;
-  o.controller.workers = 1;
-  o.controller.queue_capacity = 4;
-  o.static_config = 0;
+  SimOptions o = OneWorker(0);
   const auto arrivals = Poisson(120, 60, 5);
   SimServiceModel m = Exact();
   m.noise_cv = 0.2;
