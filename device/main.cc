@@ -22,6 +22,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/cli.h"
 #include "common/config_set.h"
 #include "common/manifest.h"
 #include "common/daemon.h"
@@ -156,8 +157,8 @@ int Fail(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   eenn::common::BlockTerminationSignals();
-  absl::SetProgramUsageMessage("eenn-device --bundle DIR [--server HOST:PORT] [--listen HOST:PORT] [options]");
-  absl::ParseCommandLine(argc, argv);
+  eenn::common::ParseFlags(argc, argv,
+      "eenn-device --bundle DIR [--server HOST:PORT] [--listen HOST:PORT] [options]");
   const std::string bundle = absl::GetFlag(FLAGS_bundle);
   if (bundle.empty()) return Fail(absl::InvalidArgumentError("--bundle is required"));
   if (absl::GetFlag(FLAGS_listen).empty() && absl::GetFlag(FLAGS_source).empty()) {

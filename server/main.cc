@@ -14,6 +14,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/cli.h"
 #include "common/daemon.h"
 #include "common/manifest.h"
 #include "common/threads.h"
@@ -52,8 +53,8 @@ int Fail(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   eenn::common::BlockTerminationSignals();
-  absl::SetProgramUsageMessage("eenn-server --bundle DIR [--listen HOST:PORT] [options]");
-  absl::ParseCommandLine(argc, argv);
+  eenn::common::ParseFlags(argc, argv,
+      "eenn-server --bundle DIR [--listen HOST:PORT] [options]");
   const std::string bundle = absl::GetFlag(FLAGS_bundle);
   if (bundle.empty()) return Fail(absl::InvalidArgumentError("--bundle is required"));
   eenn::common::ConfigureAllocator();

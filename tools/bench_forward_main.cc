@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/bundle.h"
+#include "common/cli.h"
 #include "common/eenn_model.h"
 #include "common/threads.h"
 
@@ -46,7 +47,9 @@ ABSL_FLAG(std::string, exits, "off",
           "evaluates (threshold >= 0), none firing (the cost of its heads as deployed).");
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  eenn::common::ParseFlags(argc, argv,
+      "Batch-1 forward timing of a zoo model (the C++ half of tools/bench/forward_vs_pytorch.py).\n"
+      "  eenn-bench-forward --model NAME [--threads N] [options]");
   eenn::common::ConfigureAllocator();
   if (auto s = eenn::common::ConfigureThreads({absl::GetFlag(FLAGS_threads), 1}); !s.ok()) {
     std::cerr << s << "\n";

@@ -35,6 +35,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/bundle.h"
+#include "common/cli.h"
 #include "common/image.h"
 #include "common/profile.h"
 #include "common/tls_flags.h"
@@ -73,7 +74,9 @@ struct Sample {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  eenn::common::ParseFlags(argc, argv,
+      "Offload throughput and gRPC overhead of a running eenn-server.\n"
+      "  eenn-bench-server --server HOST:PORT --bundle DIR --images DIR [--split K]");
   if (absl::GetFlag(FLAGS_server).empty() || absl::GetFlag(FLAGS_bundle).empty() ||
       absl::GetFlag(FLAGS_images).empty()) {
     return Fail("usage: eenn-bench-server --server HOST:PORT --bundle DIR --images DIR [--split K]");

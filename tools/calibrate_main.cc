@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/bundle.h"
 #include "common/calibration.h"
+#include "common/cli.h"
 #include "common/config_set.h"
 #include "common/exit_outputs.h"
 #include "common/layer_costs.h"
@@ -56,7 +57,10 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  eenn::common::ParseFlags(argc, argv,
+      "Calibrate the exit thresholds of a bundle on its validation split.\n"
+      "  eenn-calibrate --bundle DIR --data_dir DIR [--max_drop 1.0 | --target_accuracy A] "
+      "[--configs bundle|FILE]");
   if (absl::GetFlag(FLAGS_bundle).empty() || absl::GetFlag(FLAGS_data_dir).empty()) {
     std::cerr << "usage: eenn-calibrate --bundle DIR --data_dir DIR [--max_drop 1.0]\n";
     return 2;

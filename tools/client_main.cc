@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/cli.h"
 #include "common/image.h"
 #include "common/profile.h"
 #include "common/queueing.h"
@@ -109,11 +110,10 @@ int Fail(const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  std::vector<char*> args = eenn::common::ParseFlags(argc, argv,
       "eenn-client [--device HOST:PORT] [options] FILE_OR_FOLDER...\n"
       "  closed loop: --concurrency N [--duration_s S]; open loop: --arrivals poisson:RATE|"
       "onoff:RATE_ON,RATE_OFF,ON_S,OFF_S|trace:FILE.csv [--duration_s S] [--window_s W] [--windows_csv F]");
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   std::vector<std::string> inputs(args.begin() + 1, args.end());
   if (inputs.empty()) return Fail("give image files or folders to classify");
   auto files = eenn::common::ListImageFiles(inputs);

@@ -22,6 +22,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/cli.h"
 #include "common/config_set.h"
 #include "common/control_sim.h"
 #include "common/workload.h"
@@ -83,10 +84,9 @@ double Median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  eenn::common::ParseFlags(argc, argv,
       "eenn-control-sim --configs FILE --baseline_ms MS --baseline_accuracy A [--fixed_ms MS --speed_factor F "
       "--local_fallback] [--trace FILE | --calm_x X --burst_x X --calm_s S --burst_s S --cycles N] [--json]");
-  absl::ParseCommandLine(argc, argv);
   auto set = eenn::common::ReadConfigSetFile(absl::GetFlag(FLAGS_configs));
   if (!set.ok()) return Fail(set.status().ToString());
   const double baseline_ms = absl::GetFlag(FLAGS_baseline_ms);

@@ -16,6 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/ascii.h"
 #include "common/bundle.h"
+#include "common/cli.h"
 #include "common/exit_outputs.h"
 #include "common/tensor_batch.h"
 #include "common/threads.h"
@@ -38,7 +39,9 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  eenn::common::ParseFlags(argc, argv,
+      "Per-exit accuracy and batch-1 latency with and without exits.\n"
+      "  eenn-eval --bundle DIR --data_dir DIR [--split test|val] [--json]");
   if (absl::GetFlag(FLAGS_bundle).empty() || absl::GetFlag(FLAGS_data_dir).empty()) {
     std::cerr << "usage: eenn-eval --bundle DIR --data_dir DIR [--split test] [--json]\n";
     return 2;

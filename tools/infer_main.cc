@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/bundle.h"
+#include "common/cli.h"
 #include "common/image.h"
 #include "common/tensor_image.h"
 #include "common/threads.h"
@@ -45,9 +46,8 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  std::vector<char*> args = eenn::common::ParseFlags(argc, argv,
       "Classify images with an eenn bundle.\n  eenn-infer --bundle DIR [--json] FILE_OR_FOLDER...");
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   std::vector<std::string> inputs(args.begin() + 1, args.end());
   if (absl::GetFlag(FLAGS_bundle).empty() || inputs.empty()) {
     std::cerr << "usage: eenn-infer --bundle DIR [--json] FILE_OR_FOLDER...\n";

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/cli.h"
 #include "common/daemon.h"
 #include "common/planner.h"
 #include "common/profile.h"
@@ -143,10 +144,9 @@ int QueryDevice(const std::string& target) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  eenn::common::ParseFlags(argc, argv,
       "Choose the device/server split of an early-exit network.\n"
       "  eenn-plan --device_profile FILE [--server_profile FILE] [--bandwidth_mbps 10,100]");
-  absl::ParseCommandLine(argc, argv);
   if (!absl::GetFlag(FLAGS_device).empty()) return QueryDevice(absl::GetFlag(FLAGS_device));
   const std::string device_path = absl::GetFlag(FLAGS_device_profile);
   if (device_path.empty()) {

@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/bundle.h"
+#include "common/cli.h"
 #include "common/daemon.h"
 #include "common/image.h"
 #include "common/threads.h"
@@ -51,9 +52,8 @@ std::vector<std::string> Spread(const std::vector<std::string>& files, size_t li
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  eenn::common::ParseFlags(argc, argv,
       "Profile a bundle on this machine.\n  eenn-profile --bundle DIR --images DIR --out DIR");
-  absl::ParseCommandLine(argc, argv);
   if (absl::GetFlag(FLAGS_bundle).empty() || absl::GetFlag(FLAGS_images).empty() ||
       absl::GetFlag(FLAGS_out).empty()) {
     std::cerr << "usage: eenn-profile --bundle DIR --images DIR --out DIR (see --help)\n";

@@ -20,6 +20,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "common/cli.h"
 #include "common/queueing.h"
 
 ABSL_FLAG(std::string, rate, "", "Arrival rates (requests per second), comma-separated.");
@@ -43,11 +44,10 @@ ABSL_FLAG(int, queue_capacity, 64, "Requests waiting (eenn-device --queue_capaci
 ABSL_FLAG(bool, json, false, "One JSON object per rate, one a line.");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  eenn::common::ParseFlags(argc, argv,
       "eenn-queue --rate R1,R2,... (--service_ms MEAN [--service_m2 MS2 | --service_scv SCV] | --service_regimes_ms "
       "M1,M2,... [--service_scv SCV] | --service_samples FILE) [--arrival_work_ms W] [--workers C] "
       "[--queue_capacity Q] [--json]");
-  absl::ParseCommandLine(argc, argv);
   double mean_ms = absl::GetFlag(FLAGS_service_ms);
   double scv = absl::GetFlag(FLAGS_service_scv);
   if (absl::GetFlag(FLAGS_service_m2) >= 0 && mean_ms > 0) {

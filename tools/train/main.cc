@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/cli.h"
 #include "common/dataset.h"
 #include "common/threads.h"
 #include "tools/train/trainer.h"
@@ -71,9 +72,9 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Train an early-exit network and write a bundle.");
   std::string command = absl::StrJoin(argv, argv + argc, " ");
-  absl::ParseCommandLine(argc, argv);
+  eenn::common::ParseFlags(argc, argv,
+      "Train an early-exit network and write a bundle.");
   if (absl::GetFlag(FLAGS_out).empty() || absl::GetFlag(FLAGS_data_dir).empty()) {
     std::cerr << "eenn-train: --data_dir and --out are required (see --help)\n";
     return 2;
