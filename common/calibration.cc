@@ -33,11 +33,15 @@ CalibrationResult EvaluateThresholds(const CalibrationData& d, const std::vector
   }
   r.full_cost += d.head_cost.back();
   size_t correct = 0, final_correct = 0;
+  size_t gained = 0, lost = 0;  // samples an early exit answered rightly / wrongly against the final's
   double cost = 0;
   for (size_t i = 0; i < n; ++i) {
     const size_t exit = ExitTaken(d, i, t);
-    correct += d.correct[i][exit];
-    final_correct += d.correct[i][g_count - 1];
+    const bool right = d.correct[i][exit], final_right = d.correct[i][g_count - 1];
+    correct += right;
+    final_correct += final_right;
+    gained += right && !final_right;
+    lost += final_right && !right;
     cost += cost_at[exit];
     r.exit_share[exit] += 1.0;
   }
@@ -45,6 +49,13 @@ CalibrationResult EvaluateThresholds(const CalibrationData& d, const std::vector
   r.accuracy = n ? double(correct) / n : 0;
   r.final_exit_accuracy = n ? double(final_correct) / n : 0;
   r.expected_cost = n ? cost / n : 0;
+  if (n > 1) {
+    r.accuracy_stderr = std::sqrt(r.accuracy * (1 - r.accuracy) / n);
+    // Per-sample differences are +1 (lost), -1 (gained) or 0.
+    const double mean = (double(lost) - double(gained)) / n;
+    const double var = (double(lost + gained) - n * mean * mean) / (n - 1);
+    r.drop_stderr = std::sqrt(std::max(var, 0.0) / n);
+  }
   return r;
 }
 

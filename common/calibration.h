@@ -40,6 +40,14 @@ struct CalibrationResult {
   double expected_cost = 0;          // mean cost per sample under `thresholds`
   double full_cost = 0;              // cost with every early exit disabled
   std::vector<double> exit_share;    // share of samples leaving at each exit
+  // Sampling uncertainty of the two estimates on this data (standard errors, as
+  // fractions): the accuracy is a binomial proportion, sqrt(a (1 - a) / n); the
+  // drop against the final exit is a paired difference (per sample: final right
+  // minus early-exit answer right), its sample standard deviation over sqrt(n).
+  // The drop's is far smaller: most samples agree. Out of sample, the accuracy
+  // moves with the final exit's own error; the drop is the better-held promise.
+  double accuracy_stderr = 0;
+  double drop_stderr = 0;
 };
 
 // The exit sample `i` leaves at under `thresholds`: the first early exit whose

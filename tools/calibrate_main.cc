@@ -144,6 +144,9 @@ int main(int argc, char** argv) {
       {"validation_samples", val->size()},
       {"final_exit_accuracy", result->final_exit_accuracy},
       {"calibrated_accuracy", result->accuracy},
+      {"calibrated_accuracy_stderr", result->accuracy_stderr},
+      {"drop", result->final_exit_accuracy - result->accuracy},
+      {"drop_stderr", result->drop_stderr},
       {"per_exit_accuracy", outputs.ExitAccuracy()},
       {"thresholds", result->thresholds},
       {"exit_share", histogram},
@@ -196,6 +199,10 @@ int main(int argc, char** argv) {
     std::printf("validation: %zu samples; final exit %.2f%%, calibrated %.2f%% (drop %.2f points)\n",
                 val->size(), 100 * result->final_exit_accuracy, 100 * result->accuracy,
                 100 * (result->final_exit_accuracy - result->accuracy));
+    // 95% intervals from the sampling error alone: the drop, a paired difference, is
+    // estimated far more tightly than the absolute accuracy.
+    std::printf("sampling error (95%%): calibrated accuracy +-%.2f points, drop +-%.2f points\n",
+                196 * result->accuracy_stderr, 196 * result->drop_stderr);
     std::printf("expected %.3f ms vs %.3f ms without exits: %.2fx faster\n", result->expected_cost,
                 result->full_cost, result->full_cost / std::max(result->expected_cost, 1e-9));
     std::printf("exit layer | threshold | share | exit accuracy\n");

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 namespace eenn::common {
 namespace {
 
@@ -42,6 +44,30 @@ TEST(CalibrationTest, EvaluateCountsActiveHeadsOnly) {
   // Strictly greater: a threshold equal to the confidence does not fire.
   CalibrationResult eq = EvaluateThresholds(d, {0.95f, -1, 0});
   EXPECT_DOUBLE_EQ(eq.exit_share[0], 0.0);
+}
+
+TEST(CalibrationTest, StandardErrorsOfAccuracyAndDrop) {
+  CalibrationData d = Synthetic();
+  // Every sample at the final exit: the drop is exactly 0, with no spread.
+  CalibrationResult none = EvaluateThresholds(d, {-1, -1, 0});
+  EXPECT_DOUBLE_EQ(none.accuracy_stderr, 0.0);  // accuracy 1
+  EXPECT_DOUBLE_EQ(none.drop_stderr, 0.0);
+  // Exit 0 at 0.35: samples 60-79 leave there wrongly (the final was right): 20 of
+  // 100 lost, none gained. Accuracy 0.8: stderr sqrt(0.8 * 0.2 / 100) = 0.04. The
+  // per-sample differences are 20 ones and 80 zeros: sample variance
+  // (20 - 100 * 0.2^2) / 99, over 100.
+  CalibrationResult some = EvaluateThresholds(d, {0.35f, -1, 0});
+  EXPECT_DOUBLE_EQ(some.accuracy, 0.8);
+  EXPECT_NEAR(some.accuracy_stderr, 0.04, 1e-12);
+  EXPECT_NEAR(some.drop_stderr, std::sqrt((20 - 100 * 0.04) / 99.0 / 100), 1e-12);
+  // A gain offsets a loss in the mean but adds to the spread: make sample 80's
+  // exit 0 right while its final is wrong (20 lost, 1 gained).
+  d.correct[80] = {true, false, false};
+  d.confidence[80][0] = 0.36f;
+  CalibrationResult mixed = EvaluateThresholds(d, {0.35f, -1, 0});
+  const double mean = (20.0 - 1.0) / 100;
+  EXPECT_NEAR(mixed.final_exit_accuracy - mixed.accuracy, mean, 1e-12);
+  EXPECT_NEAR(mixed.drop_stderr, std::sqrt((21 - 100 * mean * mean) / 99.0 / 100), 1e-12);
 }
 
 TEST(CalibrationTest, FindsTheKnownOptimumWithoutAccuracyLoss) {
