@@ -219,8 +219,7 @@ absl::StatusOr<ImageDataset> LoadFolder(const DatasetOptions& o) {
 
 void Subset(ImageDataset& d, double ratio, uint64_t seed) {
   if (ratio >= 1.0) return;
-  auto [keep, drop] = SplitIndices(d.labels, 1.0 - ratio, seed);
-  std::sort(keep.begin(), keep.end());
+  const std::vector<int64_t> keep = SubsetIndices(d.labels, ratio, seed);
   ImageDataset out;
   out.height = d.height;
   out.width = d.width;
@@ -302,6 +301,17 @@ std::pair<std::vector<int64_t>, std::vector<int64_t>> SplitIndices(
   std::sort(train.begin(), train.end());
   std::sort(val.begin(), val.end());
   return {train, val};
+}
+
+std::vector<int64_t> SubsetIndices(const std::vector<int64_t>& labels, double ratio, uint64_t seed) {
+  if (ratio >= 1.0) {
+    std::vector<int64_t> all(labels.size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
+    return all;
+  }
+  std::vector<int64_t> keep = SplitIndices(labels, 1.0 - ratio, seed).first;
+  std::sort(keep.begin(), keep.end());
+  return keep;
 }
 
 }  // namespace eenn::common

@@ -63,6 +63,11 @@ absl::StatusOr<ImageDataset> LoadDataset(const DatasetOptions& options);
 std::pair<std::vector<int64_t>, std::vector<int64_t>> SplitIndices(
     const std::vector<int64_t>& labels, double val_ratio, uint64_t seed);
 
+// The samples LoadDataset keeps with `subset_ratio` (< 1) and `seed`: a stratified
+// `ratio` of every class, in ascending order (the subset's sample k is the full
+// split's sample SubsetIndices(...)[k]). All of [0, n) for ratio >= 1.
+std::vector<int64_t> SubsetIndices(const std::vector<int64_t>& labels, double ratio, uint64_t seed);
+
 }  // namespace eenn::common
 
 #endif  // EENN_COMMON_DATASET_H_

@@ -34,8 +34,10 @@ absl::StatusOr<std::vector<int64_t>> ValidationIndices(const common::Bundle& bun
                                                        const common::ImageDataset& train,
                                                        double val_ratio, int64_t seed) {
   nlohmann::json meta = nlohmann::json::parse(bundle.manifest.metadata_json, nullptr, false);
+  const bool has_options = !meta.is_discarded() && meta.is_object() && meta.contains("options") &&
+                           meta["options"].is_object();
   if (val_ratio < 0 || seed < 0) {
-    if (meta.is_discarded() || !meta.contains("options")) {
+    if (!has_options) {
       return absl::InvalidArgumentError(
           "the bundle's metadata does not record how it was trained; pass --val_ratio and --seed");
     }
@@ -45,7 +47,22 @@ absl::StatusOr<std::vector<int64_t>> ValidationIndices(const common::Bundle& bun
   if (!(val_ratio > 0 && val_ratio < 1)) {
     return absl::InvalidArgumentError("no validation split (val_ratio must be in (0, 1))");
   }
-  return common::SplitIndices(train.labels, val_ratio, static_cast<uint64_t>(seed)).second;
+  const double subset_ratio = has_options ? meta["options"].value("subset_ratio", 1.0) : 1.0;
+  if (!(subset_ratio > 0 && subset_ratio <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("the bundle records subset_ratio ", subset_ratio,
+                                                   ", outside (0, 1]"));
+  }
+  if (subset_ratio >= 1) {
+    return common::SplitIndices(train.labels, val_ratio, static_cast<uint64_t>(seed)).second;
+  }
+  // The loader's subset (the trainer loaded with subset_ratio and the same seed).
+  const std::vector<int64_t> keep = common::SubsetIndices(train.labels, subset_ratio, static_cast<uint64_t>(seed));
+  std::vector<int64_t> labels;
+  labels.reserve(keep.size());
+  for (int64_t i : keep) labels.push_back(train.labels[i]);
+  std::vector<int64_t> val = common::SplitIndices(labels, val_ratio, static_cast<uint64_t>(seed)).second;
+  for (int64_t& i : val) i = keep[i];
+  return val;
 }
 
 }  // namespace eenn::tools

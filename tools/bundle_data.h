@@ -19,8 +19,11 @@ absl::StatusOr<common::ImageDataset> LoadForBundle(const common::Bundle& bundle,
                                                    const std::string& dir,
                                                    const std::string& split);
 
-// The validation indices eenn-train held out of `train` for this bundle (its
-// metadata records val_ratio and seed); `val_ratio`/`seed` >= 0 override.
+// The validation indices eenn-train held out of `train` (the whole training
+// split, as LoadForBundle reads it) for this bundle. Its metadata records
+// val_ratio, seed and subset_ratio: a run on a subset held its validation
+// images out of that subset, so the same subset is cut first and the indices
+// map back into `train`. `val_ratio`/`seed` >= 0 override the metadata.
 absl::StatusOr<std::vector<int64_t>> ValidationIndices(const common::Bundle& bundle,
                                                        const common::ImageDataset& train,
                                                        double val_ratio = -1, int64_t seed = -1);

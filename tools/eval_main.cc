@@ -124,6 +124,30 @@ int main(int argc, char** argv) {
   for (auto& [l, c] : histogram) hist[std::to_string(l)] = c;
   nlohmann::json exits = nlohmann::json::object();
   for (int g = 0; g < net.num_exits(); ++g) exits[std::to_string(net.exit_layers()[g])] = 100.0 * per_exit[g];
+  // What eenn-calibrate promised on validation (the bundle's metadata), against this split.
+  nlohmann::json promise = nullptr;
+  {
+    const nlohmann::json meta = nlohmann::json::parse(manifest.metadata_json, nullptr, false);
+    if (meta.is_object() && meta.contains("calibration") && meta["calibration"].is_object()) {
+      const nlohmann::json& c = meta["calibration"];
+      if (c.contains("calibrated_accuracy") && c["calibrated_accuracy"].is_number() &&
+          c.contains("final_exit_accuracy") && c["final_exit_accuracy"].is_number()) {
+        const double acc = 100 * c["calibrated_accuracy"].get<double>();
+        const double drop = 100 * c["final_exit_accuracy"].get<double>() - acc;
+        promise = {{"accuracy", acc},
+                   {"drop", drop},
+                   {"accuracy_difference", eenn_acc - acc},
+                   {"drop_difference", (full_acc - eenn_acc) - drop}};
+        if (c.contains("validation_samples")) promise["validation_samples"] = c["validation_samples"];
+        if (c.contains("calibrated_accuracy_stderr") && c["calibrated_accuracy_stderr"].is_number()) {
+          promise["accuracy_ci95"] = 196 * c["calibrated_accuracy_stderr"].get<double>();
+        }
+        if (c.contains("drop_stderr") && c["drop_stderr"].is_number()) {
+          promise["drop_ci95"] = 196 * c["drop_stderr"].get<double>();
+        }
+      }
+    }
+  }
   if (absl::GetFlag(FLAGS_json)) {
     nlohmann::json j = {{"bundle", absl::GetFlag(FLAGS_bundle)},
                         {"split", absl::GetFlag(FLAGS_split)},
@@ -137,6 +161,7 @@ int main(int argc, char** argv) {
                         {"exit_histogram", hist},
                         {"per_exit_accuracy", exits},
                         {"thresholds", bundle->policy.thresholds}};
+    if (!promise.is_null()) j["calibration_promise"] = promise;
     std::cout << j.dump() << "\n";
     return 0;
   }
@@ -155,5 +180,14 @@ int main(int argc, char** argv) {
   std::printf("\nlatency with exits / without: %.3f; exit histogram (layer: samples):", em / fm);
   for (auto& [l, c] : histogram) std::printf(" %d:%lld", l, static_cast<long long>(c));
   std::printf("\n");
+  if (!promise.is_null()) {
+    std::printf("calibration promised on validation: %.2f%%", promise["accuracy"].get<double>());
+    if (promise.contains("accuracy_ci95")) std::printf(" +-%.2f", promise["accuracy_ci95"].get<double>());
+    std::printf(", drop %.2f", promise["drop"].get<double>());
+    if (promise.contains("drop_ci95")) std::printf(" +-%.2f", promise["drop_ci95"].get<double>());
+    std::printf(" points; here %.2f%% (%+.2f), drop %.2f (%+.2f)\n", eenn_acc,
+                promise["accuracy_difference"].get<double>(), full_acc - eenn_acc,
+                promise["drop_difference"].get<double>());
+  }
   return 0;
 }

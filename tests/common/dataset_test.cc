@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <opencv2/imgcodecs.hpp>
@@ -129,6 +131,28 @@ TEST(DatasetTest, CorruptFilesGiveClearErrors) {
   ExpectError(o, absl::StatusCode::kInvalidArgument, "broken.jpg");
   o.dir = dir.Join("nowhere");
   ExpectError(o, absl::StatusCode::kNotFound, "nowhere");
+}
+
+TEST(DatasetTest, SubsetIndicesNameTheLoadersSubset) {
+  DatasetOptions o;
+  o.format = DatasetFormat::kIdx;
+  o.dir = kFashion;
+  o.split = "test";
+  o.seed = 7;
+  auto full = LoadDataset(o);
+  ASSERT_TRUE(full.ok()) << full.status();
+  o.subset_ratio = 0.05;
+  auto sub = LoadDataset(o);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  const std::vector<int64_t> keep = SubsetIndices(full->labels, 0.05, 7);
+  ASSERT_EQ(static_cast<int64_t>(keep.size()), sub->size());
+  EXPECT_TRUE(std::is_sorted(keep.begin(), keep.end()));
+  for (int64_t k = 0; k < sub->size(); ++k) {
+    ASSERT_EQ(sub->labels[k], full->labels[keep[k]]) << k;
+    ASSERT_EQ(std::memcmp(sub->image(k), full->image(keep[k]), sub->image_bytes()), 0) << k;
+  }
+  EXPECT_NE(SubsetIndices(full->labels, 0.05, 8), keep);
+  EXPECT_EQ(SubsetIndices(full->labels, 1.0, 7).size(), full->labels.size());
 }
 
 TEST(DatasetTest, StratifiedSplitIsDeterministicAndDisjoint) {

@@ -119,6 +119,7 @@ int main(int argc, char** argv) {
   o.plateau_factor = absl::GetFlag(FLAGS_factor);
   o.seed = static_cast<uint64_t>(absl::GetFlag(FLAGS_seed));
   o.val_ratio = absl::GetFlag(FLAGS_val_ratio);
+  o.subset_ratio = absl::GetFlag(FLAGS_subset_ratio);
   o.pretrained = absl::GetFlag(FLAGS_pretrained);
   o.resume = absl::GetFlag(FLAGS_resume);
   o.out = absl::GetFlag(FLAGS_out);

@@ -216,6 +216,7 @@ json OptionsJson(const TrainOptions& o) {
           {"decay", o.decay},
           {"scheduler", o.scheduler},
           {"val_ratio", o.val_ratio},
+          {"subset_ratio", o.subset_ratio},
           {"seed", o.seed}};
 }
 
@@ -267,7 +268,8 @@ std::pair<double, std::vector<double>> Evaluate(EarlyExitNet& net, const common:
 }
 
 // Copies the backbone and final classifier of the bundle in `dir`. A bundle
-// that eenn-train made records its train/validation split (seed, val_ratio):
+// that eenn-train made records its train/validation split (seed, val_ratio,
+// subset_ratio):
 // continuing with another split would put the pretrained model's training
 // images into this run's validation split (and into calibration), so that is
 // refused.
@@ -278,12 +280,14 @@ absl::Status CopyPretrained(EarlyExitNet& net, const std::string& dir, const Tra
     const json& po = meta["options"];
     const int64_t seed = po.value("seed", static_cast<int64_t>(o.seed));
     const double val_ratio = po.value("val_ratio", o.val_ratio);
-    if (seed != static_cast<int64_t>(o.seed) || val_ratio != o.val_ratio) {
+    const double subset_ratio = po.value("subset_ratio", 1.0);
+    if (seed != static_cast<int64_t>(o.seed) || val_ratio != o.val_ratio || subset_ratio != o.subset_ratio) {
       return absl::FailedPreconditionError(absl::StrCat(
           "pretrained bundle '", dir, "' was trained with --seed ", seed, " --val_ratio ", val_ratio,
-          "; this run uses --seed ", o.seed, " --val_ratio ", o.val_ratio,
+          " --subset_ratio ", subset_ratio, "; this run uses --seed ", o.seed, " --val_ratio ", o.val_ratio,
+          " --subset_ratio ", o.subset_ratio,
           ", so its validation split would contain images the pretrained model trained on. Use --seed ",
-          seed, " --val_ratio ", val_ratio));
+          seed, " --val_ratio ", val_ratio, " --subset_ratio ", subset_ratio));
     }
   }
   if (pre.model->num_layers() != net.num_layers()) {

@@ -58,6 +58,10 @@ struct TrainOptions {
   double plateau_threshold = 1e-3;       // plateau: relative improvement that counts
   double min_lr = 1e-6;                  // plateau: floor
   double val_ratio = 0.1;                // share of the training data held out
+  // Share of each class the dataset was cut to before training (--subset_ratio,
+  // applied by the loader with `seed`). Recorded in the bundle so that the tools
+  // recover the validation split from the same images.
+  double subset_ratio = 1.0;
   uint64_t seed = 0;                     // everything random derives from it
   int crop_padding = 4;                  // augmentation: random crop padding (0 = off)
   bool hflip = true;                     // augmentation: horizontal flips

@@ -1,0 +1,119 @@
+// The model pipeline as users run it, binary by binary, on real data
+// (Fashion-MNIST, a stratified 2% subset): eenn-train writes a bundle,
+// eenn-calibrate sets its thresholds on the trainer's held-out split, eenn-eval
+// on that split reproduces what calibration measured and reports the promise.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "tests/file_util.h"
+#include "tests/process_util.h"
+
+namespace eenn {
+namespace {
+
+using testing::BinPath;
+using testing::RunCommand;
+
+constexpr char kFashion[] = "/usr/share/datasets/fashion-mnist";
+constexpr int kValSamples = 240;  // 20% of 2% of 60,000
+
+// Runs an eenn tool on the Fashion-MNIST files with 2 threads; stderr joins stdout.
+testing::CommandResult Tool(const std::string& name, const std::string& args) {
+  return RunCommand(BinPath(name) + " --dataset fashion-mnist --data_dir " + kFashion + " --threads 2 " + args +
+                    " 2>&1");
+}
+
+nlohmann::json LastJsonLine(const std::string& text) {
+  std::istringstream in(text);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line[0] == '{') last = line;
+  }
+  return nlohmann::json::parse(last, nullptr, false);
+}
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    train_ = new testing::CommandResult(
+        Tool("eenn-train",
+             "--model resnet18 --width 0.125 --ee 4,7 --exit_pool 2 --train_mode end_weight --epochs 2 --batch 64"
+             " --lr 0.05 --scheduler none --subset_ratio 0.02 --val_ratio 0.2 --seed 3 --name pipeline --version 1"
+             " --out " + Bundle()));
+  }
+  static void TearDownTestSuite() {
+    delete train_;
+    delete dir_;
+  }
+  static std::string Bundle() { return dir_->Join("bundle"); }
+
+  void SetUp() override { ASSERT_EQ(train_->exit_code, 0) << train_->out; }
+
+  static testing::TempDir* dir_;
+  static testing::CommandResult* train_;
+};
+testing::TempDir* PipelineTest::dir_ = nullptr;
+testing::CommandResult* PipelineTest::train_ = nullptr;
+
+TEST_F(PipelineTest, CalibrateThenEvaluateOnTheHeldOutSplit) {
+  // The trainer's own last validation accuracy of the final exit.
+  std::ifstream log(Bundle() + "/train_log.jsonl");
+  std::string line, last;
+  while (std::getline(log, line)) last = line;
+  const nlohmann::json epoch = nlohmann::json::parse(last, nullptr, false);
+  ASSERT_TRUE(epoch.is_object() && epoch.contains("val_accuracy")) << last;
+  const double trainer_final = epoch["val_accuracy"].back().get<double>();
+
+  testing::CommandResult cal = Tool("eenn-calibrate", "--bundle " + Bundle() + " --max_drop 2.0 --json");
+  ASSERT_EQ(cal.exit_code, 0) << cal.out;
+  const nlohmann::json report = LastJsonLine(cal.out);
+  ASSERT_TRUE(report.is_object()) << cal.out;
+  // The trainer's held-out images: the subset's 20%, not 20% of the whole split.
+  EXPECT_EQ(report["validation_samples"].get<int>(), kValSamples);
+  const double final_acc = report["final_exit_accuracy"].get<double>();
+  const double promised = report["calibrated_accuracy"].get<double>();
+  EXPECT_NEAR(final_acc, trainer_final, 1.0 / kValSamples + 1e-9);
+  EXPECT_GE(promised, final_acc - 0.02 - 1e-9);
+  EXPECT_GT(report["calibrated_accuracy_stderr"].get<double>(), 0);
+  EXPECT_NEAR(report["calibrated_accuracy_stderr"].get<double>(),
+              std::sqrt(promised * (1 - promised) / kValSamples), 1e-9);
+  EXPECT_GE(report["drop_stderr"].get<double>(), 0);
+  EXPECT_NEAR(report["drop"].get<double>(), final_acc - promised, 1e-9);
+
+  // eenn-eval on the same split, one sample at a time: the promise reproduced.
+  testing::CommandResult val = Tool("eenn-eval", "--bundle " + Bundle() + " --split val --json");
+  ASSERT_EQ(val.exit_code, 0) << val.out;
+  const nlohmann::json ev = LastJsonLine(val.out);
+  ASSERT_TRUE(ev.is_object()) << val.out;
+  EXPECT_EQ(ev["samples"].get<int>(), kValSamples);
+  // Batch-1 inference against the calibration's batches: at most a sample's
+  // answer (or side of a threshold) may differ by rounding.
+  EXPECT_NEAR(ev["final_exit_accuracy"].get<double>(), 100 * final_acc, 100.0 / kValSamples + 1e-9);
+  EXPECT_NEAR(ev["eenn_accuracy"].get<double>(), 100 * promised, 200.0 / kValSamples + 1e-9);
+  int64_t total = 0;
+  for (const auto& [layer, count] : ev["exit_histogram"].items()) total += count.get<int64_t>();
+  EXPECT_EQ(total, kValSamples);
+  ASSERT_TRUE(ev.contains("calibration_promise")) << ev.dump();
+  const nlohmann::json& p = ev["calibration_promise"];
+  EXPECT_NEAR(p["accuracy"].get<double>(), 100 * promised, 1e-9);
+  EXPECT_NEAR(p["drop"].get<double>(), 100 * (final_acc - promised), 1e-9);
+  EXPECT_NEAR(p["accuracy_difference"].get<double>(), ev["eenn_accuracy"].get<double>() - 100 * promised, 1e-9);
+  EXPECT_EQ(p["validation_samples"].get<int>(), kValSamples);
+  EXPECT_GT(p["accuracy_ci95"].get<double>(), 0);
+
+  // On test images (a stratified subset), the table and the promise's line.
+  testing::CommandResult test =
+      Tool("eenn-eval", "--bundle " + Bundle() + " --dataset_name Fashion-MNIST --limit 300");
+  ASSERT_EQ(test.exit_code, 0) << test.out;
+  EXPECT_NE(test.out.find("| Fashion-MNIST | EENN-Resnet18 |"), std::string::npos) << test.out;
+  EXPECT_NE(test.out.find("calibration promised on validation: "), std::string::npos) << test.out;
+}
+
+}  // namespace
+}  // namespace eenn
