@@ -59,6 +59,31 @@ CalibrationResult EvaluateThresholds(const CalibrationData& d, const std::vector
   return r;
 }
 
+std::vector<float> ThresholdCandidates(const CalibrationData& d, size_t exit, int count, double step) {
+  std::vector<float> c;
+  c.reserve(d.confidence.size());
+  for (const auto& row : d.confidence) c.push_back(row[exit]);
+  std::sort(c.begin(), c.end());
+  std::vector<float> cand = {-1.0f};
+  if (c.empty()) return cand;
+  for (int q = 0; q < count; ++q) {
+    // The quantile over the samples (ties count), then the next larger value.
+    const double p = 1.0 - std::pow(0.5, q * step);
+    const size_t idx = std::min(c.size() - 1, static_cast<size_t>(p * c.size()));
+    float v = c[idx];
+    const auto next = std::upper_bound(c.begin(), c.end(), v);
+    if (next != c.end()) {
+      // Midway to it, unless float rounding lands on either.
+      const float mid = static_cast<float>((static_cast<double>(v) + *next) / 2);
+      if (mid > v && mid < *next) v = mid;
+    }
+    cand.push_back(v);
+  }
+  std::sort(cand.begin(), cand.end());
+  cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
+  return cand;
+}
+
 absl::StatusOr<CalibrationResult> Calibrate(const CalibrationData& d, const CalibrationTarget& target) {
   const size_t g_count = d.segment_cost.size();
   if (d.confidence.empty() || g_count == 0 || d.head_cost.size() != g_count ||
@@ -79,23 +104,9 @@ absl::StatusOr<CalibrationResult> Calibrate(const CalibrationData& d, const Cali
     return absl::InvalidArgumentError(absl::StrCat("the final exit alone reaches ", best.accuracy,
                                                    ", below the requested floor ", floor));
   }
-  // Candidates per exit: quantiles of its confidences (dense near 1, where the
-  // useful thresholds live), plus disabled.
+  // Candidates per exit: 200 quantiles of its confidences, plus disabled.
   std::vector<std::vector<float>> candidates(g_count);
-  for (size_t g = 0; g + 1 < g_count; ++g) {
-    std::vector<float> c;
-    for (const auto& row : d.confidence) c.push_back(row[g]);
-    std::sort(c.begin(), c.end());
-    std::vector<float>& cand = candidates[g];
-    cand.push_back(-1.0f);
-    for (int q = 0; q < 200; ++q) {
-      const double p = 1.0 - std::pow(0.5, q / 12.0);  // 0 .. ~1, denser towards 1
-      const size_t idx = std::min(c.size() - 1, static_cast<size_t>(p * c.size()));
-      cand.push_back(c[idx]);
-    }
-    std::sort(cand.begin(), cand.end());
-    cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
-  }
+  for (size_t g = 0; g + 1 < g_count; ++g) candidates[g] = ThresholdCandidates(d, g, 200, 1.0 / 12);
   // Coordinate descent: each pass tries every candidate of every exit and
   // keeps a change when it lowers the cost without breaking the floor.
   for (int pass = 0; pass < 8; ++pass) {

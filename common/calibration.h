@@ -57,6 +57,15 @@ size_t ExitTaken(const CalibrationData& data, size_t i, const std::vector<float>
 // Evaluates thresholds on the data.
 CalibrationResult EvaluateThresholds(const CalibrationData& data, const std::vector<float>& thresholds);
 
+// Candidate thresholds of early exit `exit`: "disabled" (-1) and `count`
+// quantiles of its confidences on the data, quantile q at 1 - 0.5^(q * step)
+// (denser towards the confident end, where the useful thresholds live). Each
+// sits midway between the quantile's confidence and the next larger one seen,
+// so the samples it lets through are the same as at that confidence, with a
+// margin: a sample's confidence computed another way (batch 1 instead of a
+// batch) does not cross it by rounding. Ascending, without duplicates.
+std::vector<float> ThresholdCandidates(const CalibrationData& data, size_t exit, int count, double step);
+
 // Coordinate descent over per-exit candidate thresholds (quantiles of each
 // exit's confidences, plus "disabled"), from all-disabled, keeping the
 // accuracy floor. InvalidArgument for empty or inconsistent data or a target

@@ -129,21 +129,10 @@ absl::StatusOr<std::vector<ExitConfig>> SweepConfigs(const ConfigSweepInput& in,
   if (o.step <= 0 || o.max_drop < 0 || o.quantiles < 1) {
     return absl::InvalidArgumentError("configuration sweep: step must be > 0, max_drop >= 0, quantiles >= 1");
   }
-  // Candidate thresholds per early exit: quantiles of its confidences, denser
-  // towards the high ones, plus disabled.
+  // Candidate thresholds per early exit: quantiles of its confidences, plus disabled.
   std::vector<std::vector<float>> candidates(g_count);
   for (size_t g = 0; g + 1 < g_count; ++g) {
-    std::vector<float> c;
-    for (const auto& row : in.data.confidence) c.push_back(row[g]);
-    std::sort(c.begin(), c.end());
-    std::vector<float>& cand = candidates[g];
-    cand.push_back(-1.0f);
-    for (int q = 0; q < o.quantiles; ++q) {
-      const double p = 1.0 - std::pow(0.5, q * 16.0 / o.quantiles);
-      cand.push_back(c[std::min(c.size() - 1, static_cast<size_t>(p * c.size()))]);
-    }
-    std::sort(cand.begin(), cand.end());
-    cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
+    candidates[g] = ThresholdCandidates(in.data, g, o.quantiles, 16.0 / o.quantiles);
   }
   std::vector<ExitConfig> all;
   for (int split : o.splits) {

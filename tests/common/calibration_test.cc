@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace eenn::common {
@@ -68,6 +69,47 @@ TEST(CalibrationTest, StandardErrorsOfAccuracyAndDrop) {
   const double mean = (20.0 - 1.0) / 100;
   EXPECT_NEAR(mixed.final_exit_accuracy - mixed.accuracy, mean, 1e-12);
   EXPECT_NEAR(mixed.drop_stderr, std::sqrt((21 - 100 * mean * mean) / 99.0 / 100), 1e-12);
+}
+
+TEST(CalibrationTest, CandidatesSitBetweenConfidences) {
+  CalibrationData d;
+  for (int i = 0; i < 1000; ++i) {
+    const float c = 0.5f + 0.0005f * (i % 997);  // 997 distinct values, a few ties
+    d.confidence.push_back({c, 0.99f});
+    d.correct.push_back({i % 3 != 0, true});
+  }
+  const std::vector<float> cand = ThresholdCandidates(d, 0, 200, 1.0 / 12);
+  ASSERT_GT(cand.size(), 20u);
+  EXPECT_EQ(cand.front(), -1.0f);
+  EXPECT_TRUE(std::is_sorted(cand.begin(), cand.end()));
+  EXPECT_EQ(std::adjacent_find(cand.begin(), cand.end()), cand.end());
+  std::vector<float> seen;
+  for (const auto& row : d.confidence) seen.push_back(row[0]);
+  std::sort(seen.begin(), seen.end());
+  for (size_t k = 1; k < cand.size(); ++k) {
+    const float v = cand[k];
+    const auto above = std::upper_bound(seen.begin(), seen.end(), v);
+    if (above == seen.end()) {
+      EXPECT_EQ(v, seen.back());  // the largest confidence lets nothing through
+      continue;
+    }
+    ASSERT_NE(above, seen.begin());
+    const float below = *(above - 1);
+    // Strictly between two confidences seen, halfway (float rounding aside).
+    EXPECT_GT(v, below);
+    EXPECT_LT(v, *above);
+    EXPECT_NEAR(v, (below + *above) / 2, 1e-6);
+  }
+  // Quantiles over the samples, denser towards the confident end: half the
+  // candidates lie in the top eighth of the samples.
+  const float top_eighth = seen[seen.size() * 7 / 8];
+  const auto in_top = std::count_if(cand.begin(), cand.end(), [&](float v) { return v >= top_eighth; });
+  EXPECT_GE(2 * in_top, static_cast<long>(cand.size()) - 1);
+  // A single sample: disabled, or its own confidence (nothing above it).
+  CalibrationData one;
+  one.confidence = {{0.7f, 0.9f}};
+  one.correct = {{true, true}};
+  EXPECT_EQ(ThresholdCandidates(one, 0, 10, 1.6), (std::vector<float>{-1.0f, 0.7f}));
 }
 
 TEST(CalibrationTest, FindsTheKnownOptimumWithoutAccuracyLoss) {
