@@ -46,6 +46,8 @@ struct CalibrationResult {
   // minus early-exit answer right), its sample standard deviation over sqrt(n).
   // The drop's is far smaller: most samples agree. Out of sample, the accuracy
   // moves with the final exit's own error; the drop is the better-held promise.
+  // Sampling error only, for these thresholds (normal approximation: 0 when no
+  // sample differs); thresholds chosen on the same data make both optimistic.
   double accuracy_stderr = 0;
   double drop_stderr = 0;
 };
@@ -66,8 +68,8 @@ CalibrationResult EvaluateThresholds(const CalibrationData& data, const std::vec
 // batch) does not cross it by rounding. Ascending, without duplicates.
 std::vector<float> ThresholdCandidates(const CalibrationData& data, size_t exit, int count, double step);
 
-// Coordinate descent over per-exit candidate thresholds (quantiles of each
-// exit's confidences, plus "disabled"), from all-disabled, keeping the
+// Coordinate descent over per-exit candidate thresholds (ThresholdCandidates:
+// quantiles of each exit's confidences, plus "disabled"), from all-disabled, keeping the
 // accuracy floor. InvalidArgument for empty or inconsistent data or a target
 // that the final exit alone cannot meet.
 absl::StatusOr<CalibrationResult> Calibrate(const CalibrationData& data,

@@ -19,7 +19,8 @@
 namespace eenn::common {
 
 bool IsProjectFlagFile(absl::string_view filename) {
-  // absl's own flags (--flagfile, --fromenv, ...) are defined under absl/.
+  // absl's own flags (--flagfile, --fromenv, ...) are defined under absl/. A
+  // flag another third-party library defined would be listed too (none does).
   return !filename.empty() && !absl::StrContains(filename, "absl/");
 }
 

@@ -7,11 +7,15 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <opencv2/imgproc.hpp>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/image.h"
 
 namespace eenn::common {
@@ -301,6 +305,29 @@ std::pair<std::vector<int64_t>, std::vector<int64_t>> SplitIndices(
   std::sort(train.begin(), train.end());
   std::sort(val.begin(), val.end());
   return {train, val};
+}
+
+double RecordedSubsetRatio(const std::string& metadata_json) {
+  const nlohmann::json meta = nlohmann::json::parse(metadata_json, nullptr, false);
+  if (!meta.is_object()) return 1.0;
+  if (meta.contains("options") && meta["options"].is_object() && meta["options"].contains("subset_ratio") &&
+      meta["options"]["subset_ratio"].is_number()) {
+    return meta["options"]["subset_ratio"].get<double>();
+  }
+  if (meta.contains("command") && meta["command"].is_string()) {
+    // "--subset_ratio 0.1" or "--subset_ratio=0.1".
+    const std::vector<std::string> args = absl::StrSplit(meta["command"].get<std::string>(), ' ', absl::SkipEmpty());
+    for (size_t i = 0; i < args.size(); ++i) {
+      absl::string_view a = args[i];
+      if (!absl::ConsumePrefix(&a, "--subset_ratio")) continue;
+      double v = 0;
+      if (absl::ConsumePrefix(&a, "=") ? absl::SimpleAtod(a, &v) : (a.empty() && i + 1 < args.size() &&
+                                                                    absl::SimpleAtod(args[i + 1], &v))) {
+        return v;
+      }
+    }
+  }
+  return 1.0;
 }
 
 std::vector<int64_t> SubsetIndices(const std::vector<int64_t>& labels, double ratio, uint64_t seed) {

@@ -68,6 +68,12 @@ std::pair<std::vector<int64_t>, std::vector<int64_t>> SplitIndices(
 // split's sample SubsetIndices(...)[k]). All of [0, n) for ratio >= 1.
 std::vector<int64_t> SubsetIndices(const std::vector<int64_t>& labels, double ratio, uint64_t seed);
 
+// The subset ratio that training metadata (a bundle's metadata or a trainer
+// checkpoint's state, as JSON) records: options.subset_ratio; for metadata
+// written before that was recorded, the --subset_ratio of its "command" line;
+// 1 when neither names one.
+double RecordedSubsetRatio(const std::string& metadata_json);
+
 }  // namespace eenn::common
 
 #endif  // EENN_COMMON_DATASET_H_

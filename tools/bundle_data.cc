@@ -47,7 +47,7 @@ absl::StatusOr<std::vector<int64_t>> ValidationIndices(const common::Bundle& bun
   if (!(val_ratio > 0 && val_ratio < 1)) {
     return absl::InvalidArgumentError("no validation split (val_ratio must be in (0, 1))");
   }
-  const double subset_ratio = has_options ? meta["options"].value("subset_ratio", 1.0) : 1.0;
+  const double subset_ratio = common::RecordedSubsetRatio(bundle.manifest.metadata_json);
   if (!(subset_ratio > 0 && subset_ratio <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("the bundle records subset_ratio ", subset_ratio,
                                                    ", outside (0, 1]"));

@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
       "  eenn-calibrate --bundle DIR --data_dir DIR [--max_drop 1.0 | --target_accuracy A] "
       "[--configs bundle|FILE]");
   if (absl::GetFlag(FLAGS_bundle).empty() || absl::GetFlag(FLAGS_data_dir).empty()) {
-    std::cerr << "usage: eenn-calibrate --bundle DIR --data_dir DIR [--max_drop 1.0]\n";
+    std::cerr << "usage: eenn-calibrate --bundle DIR --data_dir DIR [--max_drop 1.0 | --target_accuracy A] "
+                 "[--configs bundle|FILE] (see --help)\n";
     return 2;
   }
   eenn::common::ConfigureAllocator();

@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
       "Per-exit accuracy and batch-1 latency with and without exits.\n"
       "  eenn-eval --bundle DIR --data_dir DIR [--split test|val] [--json]");
   if (absl::GetFlag(FLAGS_bundle).empty() || absl::GetFlag(FLAGS_data_dir).empty()) {
-    std::cerr << "usage: eenn-eval --bundle DIR --data_dir DIR [--split test] [--json]\n";
+    std::cerr << "usage: eenn-eval --bundle DIR --data_dir DIR [--split test|val] [--json] (see --help)\n";
     return 2;
   }
   eenn::common::ConfigureAllocator();
@@ -145,6 +145,13 @@ int main(int argc, char** argv) {
         if (c.contains("drop_stderr") && c["drop_stderr"].is_number()) {
           promise["drop_ci95"] = 196 * c["drop_stderr"].get<double>();
         }
+        // Thresholds changed since (edited by hand, or another bundle's metadata):
+        // the promise was made for others.
+        if (c.contains("thresholds") && c["thresholds"].is_array()) {
+          std::vector<float> t;
+          for (const auto& v : c["thresholds"]) t.push_back(v.is_number() ? v.get<float>() : -2.0f);
+          promise["stale"] = t != bundle->policy.thresholds;
+        }
       }
     }
   }
@@ -181,6 +188,7 @@ int main(int argc, char** argv) {
   for (auto& [l, c] : histogram) std::printf(" %d:%lld", l, static_cast<long long>(c));
   std::printf("\n");
   if (!promise.is_null()) {
+    if (promise.value("stale", false)) std::printf("(the bundle's thresholds are not the calibrated ones) ");
     std::printf("calibration promised on validation: %.2f%%", promise["accuracy"].get<double>());
     if (promise.contains("accuracy_ci95")) std::printf(" +-%.2f", promise["accuracy_ci95"].get<double>());
     std::printf(", drop %.2f", promise["drop"].get<double>());

@@ -155,6 +155,18 @@ TEST(DatasetTest, SubsetIndicesNameTheLoadersSubset) {
   EXPECT_EQ(SubsetIndices(full->labels, 1.0, 7).size(), full->labels.size());
 }
 
+TEST(DatasetTest, RecordedSubsetRatio) {
+  EXPECT_EQ(RecordedSubsetRatio(R"({"options": {"subset_ratio": 0.05, "seed": 1}})"), 0.05);
+  // Metadata from before the option was recorded: the command line says it.
+  EXPECT_EQ(RecordedSubsetRatio(R"({"options": {"seed": 1}, "command": "eenn-train --subset_ratio 0.1 --seed 1"})"),
+            0.1);
+  EXPECT_EQ(RecordedSubsetRatio(R"({"command": "eenn-train --epochs 3 --subset_ratio=0.25"})"), 0.25);
+  EXPECT_EQ(RecordedSubsetRatio(R"({"options": {"seed": 1}, "command": "eenn-train --seed 1"})"), 1.0);
+  EXPECT_EQ(RecordedSubsetRatio(R"({"command": "eenn-train --subset_ratio"})"), 1.0);
+  EXPECT_EQ(RecordedSubsetRatio("{}"), 1.0);
+  EXPECT_EQ(RecordedSubsetRatio("not json"), 1.0);
+}
+
 TEST(DatasetTest, StratifiedSplitIsDeterministicAndDisjoint) {
   std::vector<int64_t> labels;
   for (int i = 0; i < 1000; ++i) labels.push_back(i % 10);

@@ -65,7 +65,7 @@ TEST(CliTest, VersionNamesTheProject) {
     SCOPED_TRACE(b.name);
     testing::CommandResult r = RunCommand(BinPath(b.name) + " --version 2>&1");
     EXPECT_EQ(r.exit_code, 0);
-    EXPECT_EQ(r.out.rfind(b.name + " (eenn ", 0), 0u) << r.out;
+    EXPECT_EQ(r.out, b.name + " (eenn " EENN_VERSION ")\n");
   }
 }
 

@@ -106,6 +106,22 @@ TEST_F(PipelineTest, CalibrateThenEvaluateOnTheHeldOutSplit) {
   EXPECT_NEAR(p["accuracy_difference"].get<double>(), ev["eenn_accuracy"].get<double>() - 100 * promised, 1e-9);
   EXPECT_EQ(p["validation_samples"].get<int>(), kValSamples);
   EXPECT_GT(p["accuracy_ci95"].get<double>(), 0);
+  EXPECT_FALSE(p["stale"].get<bool>());
+
+  // Thresholds edited after calibration: the promise is marked stale.
+  {
+    std::ifstream in(Bundle() + "/manifest.json");
+    nlohmann::json m = nlohmann::json::parse(in);
+    auto& t0 = m["exits"]["thresholds"][0];
+    t0 = t0.get<double>() == 0.5 ? 0.6 : 0.5;
+    std::ofstream(dir_->Join("edited.json")) << m.dump();
+  }
+  testing::CommandResult copy = RunCommand("cp -r " + Bundle() + " " + dir_->Join("edited") + " && mv " +
+                                           dir_->Join("edited.json") + " " + dir_->Join("edited/manifest.json"));
+  ASSERT_EQ(copy.exit_code, 0) << copy.out;
+  testing::CommandResult edited = Tool("eenn-eval", "--bundle " + dir_->Join("edited") + " --split val --limit 40 --json");
+  ASSERT_EQ(edited.exit_code, 0) << edited.out;
+  EXPECT_TRUE(LastJsonLine(edited.out)["calibration_promise"]["stale"].get<bool>()) << edited.out;
 
   // On test images (a stratified subset), the table and the promise's line.
   testing::CommandResult test =

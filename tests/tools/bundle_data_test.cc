@@ -46,6 +46,15 @@ TEST(ValidationIndicesTest, SubsetRunHoldsOutItsOwnImages) {
     ASSERT_EQ(full.labels[(*got)[k]], sub.labels[held_out[k]]) << k;
     ASSERT_EQ(std::memcmp(full.image((*got)[k]), sub.image(held_out[k]), full.image_bytes()), 0) << k;
   }
+  // A bundle from before subset_ratio was recorded: its command line says it.
+  common::Bundle older;
+  older.manifest.metadata_json =
+      nlohmann::json{{"options", {{"val_ratio", 0.2}, {"seed", 3}}},
+                     {"command", "eenn-train --subset_ratio 0.1 --val_ratio 0.2 --seed 3"}}
+          .dump();
+  auto from_command = ValidationIndices(older, full);
+  ASSERT_TRUE(from_command.ok()) << from_command.status();
+  EXPECT_EQ(*from_command, *got);
   // None of them is an image the run trained on.
   const std::vector<int64_t> keep = common::SubsetIndices(full.labels, 0.1, 3);
   std::set<int64_t> trained_full;

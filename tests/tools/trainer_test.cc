@@ -297,10 +297,20 @@ TEST(TrainerTest, ResumeContinuesAtTheRightEpochWithTheSameOptimizerState) {
     EXPECT_LE((t.to(torch::kDouble) - wr.at(name).to(torch::kDouble)).abs().max().item<double>(), 1e-4)
         << name;
   }
-  // A resume from another mode is refused.
+  // A resume from another mode, or with another split, is refused.
   TrainOptions bad = c;
   bad.mode = TrainMode::kEndJoin;
   EXPECT_EQ(Train(bad, Data()).status().code(), absl::StatusCode::kFailedPrecondition);
+  for (int k = 0; k < 3; ++k) {
+    TrainOptions other = c;
+    if (k == 0) other.seed += 1;
+    if (k == 1) other.val_ratio = 0.25;
+    if (k == 2) other.subset_ratio = 0.5;
+    auto refused = Train(other, Data());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << k;
+    EXPECT_NE(refused.status().message().find("resume with the same split"), absl::string_view::npos)
+        << refused.status();
+  }
 }
 
 TEST(TrainerTest, OptionValidation) {

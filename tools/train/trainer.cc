@@ -280,7 +280,7 @@ absl::Status CopyPretrained(EarlyExitNet& net, const std::string& dir, const Tra
     const json& po = meta["options"];
     const int64_t seed = po.value("seed", static_cast<int64_t>(o.seed));
     const double val_ratio = po.value("val_ratio", o.val_ratio);
-    const double subset_ratio = po.value("subset_ratio", 1.0);
+    const double subset_ratio = common::RecordedSubsetRatio(pre.manifest.metadata_json);
     if (seed != static_cast<int64_t>(o.seed) || val_ratio != o.val_ratio || subset_ratio != o.subset_ratio) {
       return absl::FailedPreconditionError(absl::StrCat(
           "pretrained bundle '", dir, "' was trained with --seed ", seed, " --val_ratio ", val_ratio,
@@ -427,6 +427,18 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
       return absl::FailedPreconditionError(absl::StrCat(
           "checkpoint '", o.resume, "' was made with mode ", js["options"]["train_mode"].dump(),
           " and architecture ", js["options"]["architecture"].dump()));
+    }
+    // The split has to be the same: otherwise the epochs before and after the
+    // resume would train on each other's validation images.
+    const json& co = js["options"];
+    const int64_t seed = co.value("seed", static_cast<int64_t>(o.seed));
+    const double val_ratio = co.value("val_ratio", o.val_ratio);
+    const double subset_ratio = common::RecordedSubsetRatio(js.dump());
+    if (seed != static_cast<int64_t>(o.seed) || val_ratio != o.val_ratio || subset_ratio != o.subset_ratio) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint '", o.resume, "' was made with --seed ", seed, " --val_ratio ", val_ratio,
+          " --subset_ratio ", subset_ratio, "; this run uses --seed ", o.seed, " --val_ratio ", o.val_ratio,
+          " --subset_ratio ", o.subset_ratio, " (resume with the same split)"));
     }
     state.epochs_done = js["epochs_done"];
     state.plateau_lr = js["plateau_lr"];
