@@ -1,14 +1,20 @@
 // The model pipeline as users run it, binary by binary, on real data
 // (Fashion-MNIST, a stratified 2% subset): eenn-train writes a bundle,
 // eenn-calibrate sets its thresholds on the trainer's held-out split, eenn-eval
-// on that split reproduces what calibration measured and reports the promise.
+// on that split reproduces what calibration measured and reports the promise;
+// an interrupted eenn-train stops cleanly and keeps its last checkpoint.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
+#include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "tests/file_util.h"
 #include "tests/process_util.h"
@@ -129,6 +135,33 @@ TEST_F(PipelineTest, CalibrateThenEvaluateOnTheHeldOutSplit) {
   ASSERT_EQ(test.exit_code, 0) << test.out;
   EXPECT_NE(test.out.find("| Fashion-MNIST | EENN-Resnet18 |"), std::string::npos) << test.out;
   EXPECT_NE(test.out.find("calibration promised on validation: "), std::string::npos) << test.out;
+}
+
+TEST_F(PipelineTest, InterruptedTrainingKeepsItsLastCheckpoint) {
+  const std::string out = dir_->Join("interrupted");
+  testing::Process p;
+  ASSERT_TRUE(p.Start({BinPath("eenn-train"), "--dataset=fashion-mnist", std::string("--data_dir=") + kFashion,
+                       "--threads=2", "--model=resnet18", "--width=0.125", "--train_mode=naive", "--epochs=500",
+                       "--max_steps=3", "--batch=32", "--subset_ratio=0.02", "--val_ratio=0.2", "--seed=3",
+                       "--out=" + out},
+                      dir_->Join("interrupted.log")));
+  // Wait for the first checkpoint, then Ctrl-C.
+  const std::string state = out + "/checkpoint/trainer_state.json";
+  for (int i = 0; i < 1200 && !std::filesystem::exists(state) && p.running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(std::filesystem::exists(state)) << p.log();
+  p.Signal(SIGINT);
+  EXPECT_EQ(p.Wait(std::chrono::seconds(60)), 130) << p.log();
+  const std::string log = p.log();
+  EXPECT_NE(log.find("stopping after this step"), std::string::npos) << log;
+  EXPECT_NE(log.find("resume after epoch "), std::string::npos) << log;
+  std::ifstream in(state);
+  const nlohmann::json s = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_TRUE(s.is_object()) << "checkpoint state unreadable after the stop";
+  EXPECT_GE(s["epochs_done"].get<int>(), 1);
+  EXPECT_FALSE(std::filesystem::exists(out + "/checkpoint.partial"));
+  EXPECT_FALSE(std::filesystem::exists(out + "/manifest.json"));  // no final bundle from a stopped run
 }
 
 }  // namespace

@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "common/bundle.h"
 #include "common/dataset.h"
@@ -311,6 +314,40 @@ TEST(TrainerTest, ResumeContinuesAtTheRightEpochWithTheSameOptimizerState) {
     EXPECT_NE(refused.status().message().find("resume with the same split"), absl::string_view::npos)
         << refused.status();
   }
+}
+
+TEST(TrainerTest, StopBetweenStepsKeepsTheLastCheckpoint) {
+  testing::TempDir out, resumed;
+  std::atomic<bool> stop{false};
+  TrainOptions o = Tiny(out.path(), TrainMode::kNaive, {});
+  o.epochs = 3;
+  o.max_steps_per_epoch = 4;
+  o.stop = &stop;
+  // Asked to stop once epoch 1 is checkpointed: epoch 2 stops before its first step.
+  auto r = Train(o, Data(), [&](const EpochStats&) { stop = true; });
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kCancelled) << r.status();
+  EXPECT_NE(r.status().message().find("stopped in epoch 2 after 0 of 4 steps; resume after epoch 1"),
+            absl::string_view::npos)
+      << r.status();
+  const std::string ck = out.Join("checkpoint");
+  std::ifstream in(ck + "/trainer_state.json");
+  const nlohmann::json state = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_TRUE(state.is_object());
+  EXPECT_EQ(state["epochs_done"].get<int>(), 1);
+  // The checkpoint was swapped in whole; no final bundle was written.
+  EXPECT_FALSE(std::filesystem::exists(ck + ".partial"));
+  EXPECT_FALSE(std::filesystem::exists(ck + ".old"));
+  EXPECT_FALSE(std::filesystem::exists(out.Join("manifest.json")));
+  // A run that ended between the swap's two renames left only <dir>.old: --resume <dir> finds it.
+  std::filesystem::rename(ck, ck + ".old");
+  TrainOptions c = o;
+  c.stop = nullptr;
+  c.out = resumed.path();
+  c.resume = ck;
+  auto done = Train(c, Data());
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->epochs.size(), 2u);
+  EXPECT_EQ(done->epochs.front().epoch, 2);
 }
 
 TEST(TrainerTest, OptionValidation) {

@@ -3,8 +3,11 @@
 //   eenn-train --dataset folder --data_dir ../shared/datasets/cifar10
 //     --model resnet18 --width 0.5 --ee 5,7,9 --train_mode end_join
 //     --epochs 15 --batch 128 --lr 0.1 --scheduler onecycle --out models/x
+#include <signal.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <iostream>
 
@@ -68,6 +71,25 @@ namespace {
 int Fail(const absl::Status& s) {
   std::cerr << "eenn-train: " << s << "\n";
   return 2;
+}
+// SIGINT / SIGTERM: stop between two steps (the last epoch's checkpoint stays);
+// a second one ends the process at once (SA_RESETHAND restores the default).
+std::atomic<bool> g_stop{false};
+
+void OnStopSignal(int) {
+  g_stop.store(true);
+  constexpr char kMsg[] =
+      "\neenn-train: stopping after this step (the last epoch's checkpoint stays); again to quit now\n";
+  (void)!write(STDERR_FILENO, kMsg, sizeof kMsg - 1);
+}
+
+void InstallStopHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
 }
 }  // namespace
 
@@ -161,7 +183,13 @@ int main(int argc, char** argv) {
     o.input.mean = {0.485f, 0.456f, 0.406f};
     o.input.std = {0.229f, 0.224f, 0.225f};
   }
+  o.stop = &g_stop;
+  InstallStopHandlers();
   auto report = eenn::train::Train(o, *data);
+  if (!report.ok() && report.status().code() == absl::StatusCode::kCancelled) {
+    std::fprintf(stderr, "eenn-train: %s\n", std::string(report.status().message()).c_str());
+    return 130;
+  }
   if (!report.ok()) return Fail(report.status());
   std::fprintf(stderr, "eenn-train: wrote bundle %s\n", report->bundle_dir.c_str());
   return 0;

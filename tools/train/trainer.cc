@@ -415,12 +415,15 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
   state.plateau_lr = o.lr;
   std::string resume_optimizer;
   if (!o.resume.empty()) {
-    EENN_ASSIGN_OR_RETURN(common::Bundle ck, common::LoadBundle(o.resume));
+    // A run stopped between the two renames of a checkpoint swap left it as <dir>.old.
+    std::string resume_dir = o.resume;
+    if (!fs::exists(resume_dir) && fs::exists(resume_dir + ".old")) resume_dir += ".old";
+    EENN_ASSIGN_OR_RETURN(common::Bundle ck, common::LoadBundle(resume_dir));
     EENN_RETURN_IF_ERROR(CopyWeights(*net, *ck.model));
-    std::ifstream in(fs::path(o.resume) / kStateFile);
+    std::ifstream in(fs::path(resume_dir) / kStateFile);
     json js = json::parse(in, nullptr, false);
     if (js.is_discarded() || !js.contains("epochs_done")) {
-      return absl::DataLossError(absl::StrCat("checkpoint '", o.resume, "' has no valid ", kStateFile));
+      return absl::DataLossError(absl::StrCat("checkpoint '", resume_dir, "' has no valid ", kStateFile));
     }
     if (js["options"]["train_mode"] != TrainModeName(o.mode) ||
         js["options"]["architecture"] != o.spec.architecture) {
@@ -445,7 +448,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
     state.plateau_best = js["plateau_best"].is_null() ? std::numeric_limits<double>::infinity()
                                                       : js["plateau_best"].get<double>();
     state.plateau_bad = js["plateau_bad"];
-    resume_optimizer = (fs::path(o.resume) / kOptimizerFile).string();
+    resume_optimizer = (fs::path(resume_dir) / kOptimizerFile).string();
     std::fprintf(stderr, "eenn-train: resuming after epoch %d of %d\n", state.epochs_done, total_epochs);
   }
 
@@ -507,6 +510,15 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
     int64_t steady_seen = 0;
     std::vector<double> exit_sum(net->num_exits(), 0.0), exit_step;
     for (int64_t s = 0; s < steps; ++s) {
+      if (o.stop != nullptr && o.stop->load()) {
+        if (o.progress) std::fprintf(stderr, "\n");
+        return absl::CancelledError(
+            state.epochs_done > 0
+                ? absl::StrCat("stopped in epoch ", epoch + 1, " after ", s, " of ", steps,
+                               " steps; resume after epoch ", state.epochs_done, " with --resume ", ckpt_dir)
+                : absl::StrCat("stopped in epoch ", epoch + 1, " after ", s, " of ", steps,
+                               " steps, before the first checkpoint"));
+      }
       const size_t begin = static_cast<size_t>(s * o.batch);
       std::vector<int64_t> idx(order.begin() + begin,
                                order.begin() + std::min(order.size(), begin + o.batch));
@@ -585,11 +597,15 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
     log << line.dump() << "\n";
     log.flush();
 
-    // Checkpoint: a loadable bundle plus optimizer and trainer state.
+    // Checkpoint: a loadable bundle plus optimizer and trainer state, written
+    // beside the previous one and swapped in whole.
     manifest.metadata_json = json({{"checkpoint_epoch", st.epoch}, {"options", OptionsJson(o)}}).dump();
-    EENN_RETURN_IF_ERROR(common::SaveBundle(ckpt_dir, manifest, *net));
+    const std::string partial = ckpt_dir + ".partial", previous = ckpt_dir + ".old";
+    std::error_code ec;
+    fs::remove_all(partial, ec);
+    EENN_RETURN_IF_ERROR(common::SaveBundle(partial, manifest, *net));
     try {
-      torch::save(*opt, (fs::path(ckpt_dir) / kOptimizerFile).string());
+      torch::save(*opt, (fs::path(partial) / kOptimizerFile).string());
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat("saving optimizer state: ", e.what_without_backtrace()));
     }
@@ -598,7 +614,17 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
                {"plateau_best", std::isfinite(state.plateau_best) ? json(state.plateau_best) : json()},
                {"plateau_bad", state.plateau_bad},
                {"options", OptionsJson(o)}};
-    std::ofstream(fs::path(ckpt_dir) / kStateFile) << js.dump(2) << "\n";
+    {
+      std::ofstream state_out(fs::path(partial) / kStateFile);
+      state_out << js.dump(2) << "\n";
+      state_out.flush();
+      if (!state_out) return absl::InternalError(absl::StrCat("writing ", partial, "/", kStateFile));
+    }
+    fs::remove_all(previous, ec);
+    if (fs::exists(ckpt_dir)) fs::rename(ckpt_dir, previous, ec);
+    if (!ec) fs::rename(partial, ckpt_dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat("replacing checkpoint ", ckpt_dir, ": ", ec.message()));
+    fs::remove_all(previous, ec);
     report.epochs.push_back(st);
     if (on_epoch) on_epoch(st);
     if (o.stop_after_epochs > 0 && static_cast<int>(report.epochs.size()) >= o.stop_after_epochs) break;

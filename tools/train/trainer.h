@@ -20,6 +20,7 @@
 #ifndef EENN_TOOLS_TRAIN_TRAINER_H_
 #define EENN_TOOLS_TRAIN_TRAINER_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -76,6 +77,11 @@ struct TrainOptions {
   bool channels_last = true;             // NHWC activations and weights while training
   int max_steps_per_epoch = 0;           // > 0 caps steps per epoch (tests, smoke runs)
   int stop_after_epochs = 0;             // > 0: stop (checkpointed) after this many epochs of the run
+  // Set (by a signal handler, say) to stop between two steps: Train returns
+  // Cancelled, and the checkpoint of the last finished epoch stays the one to
+  // resume from. Checkpoints are written to <dir>.partial and swapped in, so a
+  // stop or crash while writing one never leaves a half-written checkpoint.
+  const std::atomic<bool>* stop = nullptr;
   bool progress = true;                  // live progress line on stderr
   std::string command_line;              // recorded in the bundle metadata
 };
