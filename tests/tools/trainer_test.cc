@@ -317,7 +317,7 @@ TEST(TrainerTest, ResumeContinuesAtTheRightEpochWithTheSameOptimizerState) {
 }
 
 TEST(TrainerTest, StopBetweenStepsKeepsTheLastCheckpoint) {
-  testing::TempDir out, resumed;
+  testing::TempDir out;
   std::atomic<bool> stop{false};
   TrainOptions o = Tiny(out.path(), TrainMode::kNaive, {});
   o.epochs = 3;
@@ -340,14 +340,25 @@ TEST(TrainerTest, StopBetweenStepsKeepsTheLastCheckpoint) {
   EXPECT_FALSE(std::filesystem::exists(out.Join("manifest.json")));
   // A run that ended between the swap's two renames left only <dir>.old: --resume <dir> finds it.
   std::filesystem::rename(ck, ck + ".old");
+  // And one that ended between epoch 2's log line and its checkpoint logged an
+  // epoch the resume runs again: its line goes.
+  std::ofstream(out.Join("train_log.jsonl"), std::ios::app) << R"({"epoch":2,"train_loss":9})" << "\n";
   TrainOptions c = o;
   c.stop = nullptr;
-  c.out = resumed.path();
   c.resume = ck;
   auto done = Train(c, Data());
   ASSERT_TRUE(done.ok()) << done.status();
   ASSERT_EQ(done->epochs.size(), 2u);
   EXPECT_EQ(done->epochs.front().epoch, 2);
+  std::ifstream log(out.Join("train_log.jsonl"));
+  std::vector<int> logged;
+  for (std::string line; std::getline(log, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << line;
+    logged.push_back(j["epoch"].get<int>());
+    EXPECT_NE(j["train_loss"].get<double>(), 9.0);
+  }
+  EXPECT_EQ(logged, (std::vector<int>{1, 2, 3}));
 }
 
 TEST(TrainerTest, OptionValidation) {

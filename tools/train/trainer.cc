@@ -459,7 +459,24 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
 
   std::error_code ec;
   fs::create_directories(o.out, ec);
-  std::ofstream log((fs::path(o.out) / "train_log.jsonl").string(), std::ios::app);
+  const std::string log_path = (fs::path(o.out) / "train_log.jsonl").string();
+  if (!o.resume.empty() && fs::exists(log_path)) {
+    // Epochs logged after the checkpoint resumed from (a run stopped between an
+    // epoch's log line and its checkpoint) run again: drop their lines.
+    std::ifstream old_log(log_path);
+    std::string line, kept;
+    while (std::getline(old_log, line)) {
+      const json j = json::parse(line, nullptr, false);
+      if (j.is_object() && j.contains("epoch") && j["epoch"].is_number() &&
+          j["epoch"].get<int>() > state.epochs_done) {
+        continue;
+      }
+      kept += line + "\n";
+    }
+    old_log.close();
+    std::ofstream(log_path, std::ios::trunc) << kept;
+  }
+  std::ofstream log(log_path, std::ios::app);
   common::BundleManifest manifest = common::DefaultManifest(*net, o.model_name, o.model_version);
   manifest.class_names = data.class_names;
   manifest.input = o.input;
