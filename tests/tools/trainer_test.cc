@@ -361,6 +361,62 @@ TEST(TrainerTest, StopBetweenStepsKeepsTheLastCheckpoint) {
   EXPECT_EQ(logged, (std::vector<int>{1, 2, 3}));
 }
 
+TEST(TrainerTest, StopInsideAnEpochResumesAtThatStep) {
+  // Incremental too: its stop falls in the first epoch of exit 2's stage, whose
+  // optimizer (fresh at a stage boundary) the resume has to restore all the same.
+  for (TrainMode mode : {TrainMode::kEndWeight, TrainMode::kIncremental}) {
+    SCOPED_TRACE(TrainModeName(mode));
+    testing::TempDir full, part, resumed;
+    TrainOptions o = Tiny(full.path(), mode, {5});
+    o.epochs = mode == TrainMode::kIncremental ? 1 : 2;
+    o.scheduler = "onecycle";
+    o.max_steps_per_epoch = 8;
+    auto a = Train(o, Data());
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_EQ(a->epochs.size(), 2u);
+
+    TrainOptions p = o;
+    p.out = part.path();
+    p.stop_after_steps = 11;  // epoch 2, after its third step
+    auto b = Train(p, Data());
+    ASSERT_EQ(b.status().code(), absl::StatusCode::kCancelled) << b.status();
+    EXPECT_NE(b.status().message().find("stopped in epoch 2 after 3 of 8 steps; checkpoint saved at that step"),
+              absl::string_view::npos)
+        << b.status();
+    std::ifstream in(part.Join("checkpoint/trainer_state.json"));
+    const nlohmann::json state = nlohmann::json::parse(in, nullptr, false);
+    ASSERT_TRUE(state.is_object());
+    EXPECT_EQ(state["epochs_done"].get<int>(), 1);
+    EXPECT_EQ(state["position"]["step"].get<int>(), 3);
+
+    // Another batch size or step cap would walk another order: refused.
+    TrainOptions other = o;
+    other.out = resumed.path();
+    other.resume = part.Join("checkpoint");
+    other.max_steps_per_epoch = 6;
+    EXPECT_EQ(Train(other, Data()).status().code(), absl::StatusCode::kFailedPrecondition);
+
+    TrainOptions c = o;
+    c.out = resumed.path();
+    c.resume = part.Join("checkpoint");
+    auto r = Train(c, Data());
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->epochs.size(), 1u);
+    EXPECT_EQ(r->epochs[0].epoch, 2);
+    // The epoch's loss counts its first three steps, run before the stop.
+    EXPECT_NEAR(r->epochs[0].train_loss, a->epochs[1].train_loss, 1e-5);
+    EXPECT_EQ(r->epochs[0].val_accuracy, a->epochs[1].val_accuracy);
+    // The same weights as the uninterrupted run: the same batches, augmentation
+    // and optimizer state from the step after the stop on.
+    auto wa = Weights(full.path());
+    auto wr = Weights(resumed.path());
+    for (auto& [name, t] : wa) {
+      EXPECT_LE((t.to(torch::kDouble) - wr.at(name).to(torch::kDouble)).abs().max().item<double>(), 1e-5)
+          << name;
+    }
+  }
+}
+
 TEST(TrainerTest, OptionValidation) {
   testing::TempDir dir;
   TrainOptions o = Tiny(dir.path(), TrainMode::kEndWeight, {5});

@@ -72,14 +72,14 @@ int Fail(const absl::Status& s) {
   std::cerr << "eenn-train: " << s << "\n";
   return 2;
 }
-// SIGINT / SIGTERM: stop between two steps (the last epoch's checkpoint stays);
+// SIGINT / SIGTERM: stop between two steps, checkpointed at that step;
 // a second one ends the process at once (SA_RESETHAND restores the default).
 std::atomic<bool> g_stop{false};
 
 void OnStopSignal(int) {
   g_stop.store(true);
   constexpr char kMsg[] =
-      "\neenn-train: stopping after this step (the last epoch's checkpoint stays); again to quit now\n";
+      "\neenn-train: stopping after this step (checkpointed there); again to quit now\n";
   (void)!write(STDERR_FILENO, kMsg, sizeof kMsg - 1);
 }
 

@@ -1,5 +1,6 @@
 #include "tools/train/trainer.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -9,7 +10,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <mutex>
+#include <optional>
 #include <random>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -196,6 +200,49 @@ struct TrainerState {
   double plateau_best = std::numeric_limits<double>::infinity();
   int plateau_bad = 0;
 };
+
+// Where a run stopped inside epoch epochs_done + 1: the steps done, the
+// epoch's random state after them and its running sums, so that a resume
+// continues from the next step as if never stopped.
+struct EpochPosition {
+  int64_t step = 0;   // steps of the epoch done
+  int64_t steps = 0;  // steps per epoch of the run that stopped
+  std::string rng;    // std::mt19937_64 state (augmentation)
+  std::string torch_rng;  // LibTorch's default CPU generator state, hex
+  double loss_sum = 0;
+  int64_t seen = 0;
+  std::vector<double> exit_sum;
+};
+
+std::string Hex(const torch::Tensor& bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  const torch::Tensor b = bytes.contiguous();
+  const uint8_t* p = b.data_ptr<uint8_t>();
+  std::string out;
+  out.reserve(2 * b.numel());
+  for (int64_t i = 0; i < b.numel(); ++i) {
+    out.push_back(kDigits[p[i] >> 4]);
+    out.push_back(kDigits[p[i] & 15]);
+  }
+  return out;
+}
+
+absl::StatusOr<torch::Tensor> Unhex(const std::string& hex) {
+  if (hex.size() % 2 != 0) return absl::DataLossError("odd-length random state");
+  torch::Tensor t = torch::empty({static_cast<int64_t>(hex.size() / 2)}, torch::kUInt8);
+  uint8_t* p = t.data_ptr<uint8_t>();
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) return absl::DataLossError("random state is not hex");
+    p[i / 2] = static_cast<uint8_t>(hi * 16 + lo);
+  }
+  return t;
+}
 
 json OptionsJson(const TrainOptions& o) {
   return {{"architecture", o.spec.architecture},
@@ -414,6 +461,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
   TrainerState state;
   state.plateau_lr = o.lr;
   std::string resume_optimizer;
+  std::optional<EpochPosition> resume_position;
   if (!o.resume.empty()) {
     // A run stopped between the two renames of a checkpoint swap left it as <dir>.old.
     std::string resume_dir = o.resume;
@@ -449,13 +497,41 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
                                                       : js["plateau_best"].get<double>();
     state.plateau_bad = js["plateau_bad"];
     resume_optimizer = (fs::path(resume_dir) / kOptimizerFile).string();
-    std::fprintf(stderr, "eenn-train: resuming after epoch %d of %d\n", state.epochs_done, total_epochs);
+    if (js.contains("position")) {
+      const json& jp = js["position"];
+      EpochPosition pos;
+      try {
+        pos.step = jp.at("step").get<int64_t>();
+        pos.steps = jp.at("steps").get<int64_t>();
+        pos.rng = jp.at("rng").get<std::string>();
+        pos.torch_rng = jp.at("torch_rng").get<std::string>();
+        pos.loss_sum = jp.at("loss_sum").get<double>();
+        pos.seen = jp.at("seen").get<int64_t>();
+        pos.exit_sum = jp.at("exit_sum").get<std::vector<double>>();
+      } catch (const json::exception& e) {
+        return absl::DataLossError(
+            absl::StrCat("checkpoint '", resume_dir, "' has an unreadable position in ", kStateFile, ": ", e.what()));
+      }
+      resume_position = std::move(pos);
+      std::fprintf(stderr, "eenn-train: resuming epoch %d of %d after step %lld\n", state.epochs_done + 1,
+                   total_epochs, static_cast<long long>(resume_position->step));
+    } else {
+      std::fprintf(stderr, "eenn-train: resuming after epoch %d of %d\n", state.epochs_done, total_epochs);
+    }
   }
 
   auto [train_idx, val_idx] = common::SplitIndices(data.labels, o.val_ratio, o.seed);
   if (train_idx.empty()) return absl::InvalidArgumentError("no training samples left after the split");
   int64_t steps = (static_cast<int64_t>(train_idx.size()) + o.batch - 1) / o.batch;
   if (o.max_steps_per_epoch > 0) steps = std::min<int64_t>(steps, o.max_steps_per_epoch);
+  if (resume_position &&
+      (resume_position->steps != steps || resume_position->step <= 0 || resume_position->step >= steps ||
+       resume_position->seen < 0 || static_cast<int>(resume_position->exit_sum.size()) != net->num_exits())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint '", o.resume, "' stopped after step ", resume_position->step, " of ", resume_position->steps,
+        " of an epoch with ", resume_position->exit_sum.size(), " exits; this run has ", steps,
+        " steps per epoch and ", net->num_exits(), " exits (resume with the same --batch and --max_steps)"));
+  }
 
   std::error_code ec;
   fs::create_directories(o.out, ec);
@@ -487,6 +563,45 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
   StagePlan plan;
   int plan_stage = -1;
   const common::Augment augment{o.crop_padding, o.hflip};
+  // Checkpoint: a loadable bundle plus optimizer and trainer state (and, for a
+  // stop inside an epoch, the epoch's position), written beside the previous
+  // one and swapped in whole.
+  auto save_checkpoint = [&](const EpochPosition* pos) -> absl::Status {
+    manifest.metadata_json =
+        json({{"checkpoint_epoch", state.epochs_done}, {"options", OptionsJson(o)}}).dump();
+    const std::string partial = ckpt_dir + ".partial", previous = ckpt_dir + ".old";
+    std::error_code ec;
+    fs::remove_all(partial, ec);
+    EENN_RETURN_IF_ERROR(common::SaveBundle(partial, manifest, *net));
+    try {
+      torch::save(*opt, (fs::path(partial) / kOptimizerFile).string());
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("saving optimizer state: ", e.what_without_backtrace()));
+    }
+    json js = {{"epochs_done", state.epochs_done},
+               {"plateau_lr", state.plateau_lr},
+               {"plateau_best", std::isfinite(state.plateau_best) ? json(state.plateau_best) : json()},
+               {"plateau_bad", state.plateau_bad},
+               {"options", OptionsJson(o)}};
+    if (pos != nullptr) {
+      js["position"] = {{"step", pos->step},         {"steps", pos->steps},   {"rng", pos->rng},
+                        {"torch_rng", pos->torch_rng}, {"loss_sum", pos->loss_sum}, {"seen", pos->seen},
+                        {"exit_sum", pos->exit_sum}};
+    }
+    {
+      std::ofstream state_out(fs::path(partial) / kStateFile);
+      state_out << js.dump(2) << "\n";
+      state_out.flush();
+      if (!state_out) return absl::InternalError(absl::StrCat("writing ", partial, "/", kStateFile));
+    }
+    fs::remove_all(previous, ec);
+    if (fs::exists(ckpt_dir)) fs::rename(ckpt_dir, previous, ec);
+    if (!ec) fs::rename(partial, ckpt_dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat("replacing checkpoint ", ckpt_dir, ": ", ec.message()));
+    fs::remove_all(previous, ec);
+    return absl::OkStatus();
+  };
+  int64_t run_steps = 0;
   for (int epoch = state.epochs_done; epoch < total_epochs; ++epoch) {
     const int stage = epoch / o.epochs;
     const int epoch_in_stage = epoch % o.epochs;
@@ -496,7 +611,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
       plan_stage = stage;
       // A resumed run continues the optimizer it saved, unless the checkpoint
       // ended exactly at a stage boundary (incremental: a fresh optimizer per stage).
-      if (!resume_optimizer.empty() && (stages == 1 || epoch_in_stage != 0)) {
+      if (!resume_optimizer.empty() && (stages == 1 || epoch_in_stage != 0 || resume_position)) {
         try {
           torch::load(*opt, resume_optimizer);
         } catch (const c10::Error& e) {
@@ -520,15 +635,66 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
     auto last_print = t0;
     double loss_sum = 0;
     int64_t seen = 0;
+    std::vector<double> exit_sum(net->num_exits(), 0.0), exit_step;
+    int64_t first_step = 0;
+    if (resume_position) {
+      // Continue the epoch the checkpoint stopped in: the same order (drawn
+      // above), then the random state and running sums after its last step.
+      std::istringstream rng_in(resume_position->rng);
+      rng_in >> rng;
+      if (!rng_in) return absl::DataLossError(absl::StrCat("checkpoint '", o.resume, "': unreadable random state"));
+      EENN_ASSIGN_OR_RETURN(torch::Tensor gen_state, Unhex(resume_position->torch_rng));
+      try {
+        at::Generator gen = at::detail::getDefaultCPUGenerator();
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        gen.set_state(gen_state);
+      } catch (const c10::Error& e) {
+        return absl::DataLossError(absl::StrCat("checkpoint '", o.resume, "': LibTorch random state: ",
+                                                e.what_without_backtrace()));
+      }
+      first_step = resume_position->step;
+      loss_sum = resume_position->loss_sum;
+      seen = resume_position->seen;
+      exit_sum = resume_position->exit_sum;
+      resume_position.reset();
+    }
+    const int64_t seen_before = seen;
     // Throughput after the first steps of the epoch, which pay one-time costs
     // (oneDNN kernel generation, allocator growth).
     constexpr int64_t kWarmupSteps = 3;
     auto steady_t0 = t0;
     int64_t steady_seen = 0;
-    std::vector<double> exit_sum(net->num_exits(), 0.0), exit_step;
-    for (int64_t s = 0; s < steps; ++s) {
-      if (o.stop != nullptr && o.stop->load()) {
+    for (int64_t s = first_step; s < steps; ++s) {
+      if ((o.stop != nullptr && o.stop->load()) || (o.stop_after_steps > 0 && run_steps >= o.stop_after_steps)) {
         if (o.progress) std::fprintf(stderr, "\n");
+        if (s > first_step) {
+          EpochPosition pos;
+          pos.step = s;
+          pos.steps = steps;
+          std::ostringstream rng_out;
+          rng_out << rng;
+          pos.rng = rng_out.str();
+          {
+            // Dropout's generator on CPU. (A CUDA run draws dropout from the
+            // CUDA generator, which is not saved: there the resumed epoch's
+            // dropout masks differ.)
+            at::Generator gen = at::detail::getDefaultCPUGenerator();
+            std::lock_guard<std::mutex> lock(gen.mutex());
+            pos.torch_rng = Hex(gen.get_state());
+          }
+          pos.loss_sum = loss_sum;
+          pos.seen = seen;
+          pos.exit_sum = exit_sum;
+          EENN_RETURN_IF_ERROR(save_checkpoint(&pos));
+          return absl::CancelledError(absl::StrCat("stopped in epoch ", epoch + 1, " after ", s, " of ", steps,
+                                                   " steps; checkpoint saved at that step, resume with --resume ",
+                                                   ckpt_dir));
+        }
+        if (first_step > 0) {
+          return absl::CancelledError(absl::StrCat("stopped in epoch ", epoch + 1, " after ", s, " of ", steps,
+                                                   " steps; the checkpoint at that step stays, resume with --resume ",
+                                                   ckpt_dir));
+        }
         return absl::CancelledError(
             state.epochs_done > 0
                 ? absl::StrCat("stopped in epoch ", epoch + 1, " after ", s, " of ", steps,
@@ -552,13 +718,14 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
       loss_sum += loss.item<double>() * idx.size();
       for (size_t g = 0; g < exit_step.size(); ++g) exit_sum[g] += exit_step[g] * idx.size();
       seen += static_cast<int64_t>(idx.size());
+      ++run_steps;
       const auto now = std::chrono::steady_clock::now();
-      if (s + 1 == kWarmupSteps) steady_t0 = now;
-      if (s + 1 > kWarmupSteps) steady_seen += static_cast<int64_t>(idx.size());
+      if (s + 1 - first_step == kWarmupSteps) steady_t0 = now;
+      if (s + 1 - first_step > kWarmupSteps) steady_seen += static_cast<int64_t>(idx.size());
       if (o.progress && (std::chrono::duration<double>(now - last_print).count() > 1.0 || s + 1 == steps)) {
         last_print = now;
         const double el = std::chrono::duration<double>(now - t0).count();
-        const double ips = seen / std::max(el, 1e-9);
+        const double ips = (seen - seen_before) / std::max(el, 1e-9);
         const double eta = (steps - s - 1) * double(o.batch) / std::max(ips, 1e-9);
         std::fprintf(stderr, "\r[epoch %d/%d] %6lld/%lld  %6.0f img/s  ETA %s  loss %.4f   ",
                      epoch + 1, total_epochs, static_cast<long long>(seen),
@@ -576,7 +743,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
     st.train_loss = loss_sum / std::max<int64_t>(seen, 1);
     for (double v : exit_sum) st.exit_train_loss.push_back(v / std::max<int64_t>(seen, 1));
     st.lr = opt->param_groups()[0].options().get_lr();
-    st.images_per_s = seen / std::max(train_s, 1e-9);
+    st.images_per_s = (seen - seen_before) / std::max(train_s, 1e-9);
     st.images_per_s_steady =
         steady_seen > 0
             ? steady_seen / std::max(std::chrono::duration<double>(train_end - steady_t0).count(), 1e-9)
@@ -614,34 +781,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
     log << line.dump() << "\n";
     log.flush();
 
-    // Checkpoint: a loadable bundle plus optimizer and trainer state, written
-    // beside the previous one and swapped in whole.
-    manifest.metadata_json = json({{"checkpoint_epoch", st.epoch}, {"options", OptionsJson(o)}}).dump();
-    const std::string partial = ckpt_dir + ".partial", previous = ckpt_dir + ".old";
-    std::error_code ec;
-    fs::remove_all(partial, ec);
-    EENN_RETURN_IF_ERROR(common::SaveBundle(partial, manifest, *net));
-    try {
-      torch::save(*opt, (fs::path(partial) / kOptimizerFile).string());
-    } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat("saving optimizer state: ", e.what_without_backtrace()));
-    }
-    json js = {{"epochs_done", state.epochs_done},
-               {"plateau_lr", state.plateau_lr},
-               {"plateau_best", std::isfinite(state.plateau_best) ? json(state.plateau_best) : json()},
-               {"plateau_bad", state.plateau_bad},
-               {"options", OptionsJson(o)}};
-    {
-      std::ofstream state_out(fs::path(partial) / kStateFile);
-      state_out << js.dump(2) << "\n";
-      state_out.flush();
-      if (!state_out) return absl::InternalError(absl::StrCat("writing ", partial, "/", kStateFile));
-    }
-    fs::remove_all(previous, ec);
-    if (fs::exists(ckpt_dir)) fs::rename(ckpt_dir, previous, ec);
-    if (!ec) fs::rename(partial, ckpt_dir, ec);
-    if (ec) return absl::InternalError(absl::StrCat("replacing checkpoint ", ckpt_dir, ": ", ec.message()));
-    fs::remove_all(previous, ec);
+    EENN_RETURN_IF_ERROR(save_checkpoint(nullptr));
     report.epochs.push_back(st);
     if (on_epoch) on_epoch(st);
     if (o.stop_after_epochs > 0 && static_cast<int>(report.epochs.size()) >= o.stop_after_epochs) break;

@@ -21,6 +21,7 @@
 #define EENN_TOOLS_TRAIN_TRAINER_H_
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -77,11 +78,14 @@ struct TrainOptions {
   bool channels_last = true;             // NHWC activations and weights while training
   int max_steps_per_epoch = 0;           // > 0 caps steps per epoch (tests, smoke runs)
   int stop_after_epochs = 0;             // > 0: stop (checkpointed) after this many epochs of the run
-  // Set (by a signal handler, say) to stop between two steps: Train returns
-  // Cancelled, and the checkpoint of the last finished epoch stays the one to
-  // resume from. Checkpoints are written to <dir>.partial and swapped in, so a
-  // stop or crash while writing one never leaves a half-written checkpoint.
+  // Set (by a signal handler, say) to stop between two steps: Train writes a
+  // checkpoint at that step (weights, optimizer, the epoch's position, random
+  // state and running loss; --resume continues from the next step as if never
+  // stopped) and returns Cancelled. Stopped before the epoch's first step, the
+  // last checkpoint stays. Checkpoints are written to <dir>.partial and swapped
+  // in, so a stop or crash while writing one never leaves a half-written one.
   const std::atomic<bool>* stop = nullptr;
+  int64_t stop_after_steps = 0;          // > 0: stop as by `stop` after this many steps of the run (tests)
   bool progress = true;                  // live progress line on stderr
   std::string command_line;              // recorded in the bundle metadata
 };
