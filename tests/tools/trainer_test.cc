@@ -268,6 +268,27 @@ TEST(TrainerTest, IncrementalFreezesStagesInOrder) {
   EXPECT_EQ(r->epochs[2].stage, 1);
 }
 
+// Resumes `checkpoint` into `out` with the options of the uninterrupted run `o`
+// (which wrote `full`, epochs `full_epochs`): the resumed run trains epoch 2 only,
+// to the same loss, and ends with the same weights, within `tol`.
+void ExpectResumeMatches(const TrainOptions& o, const std::string& checkpoint, const std::string& out,
+                         const std::vector<EpochStats>& full_epochs, double tol) {
+  TrainOptions c = o;
+  const std::string full = o.out;
+  c.out = out;
+  c.resume = checkpoint;
+  auto r = Train(c, Data());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->epochs.size(), 1u);
+  EXPECT_EQ(r->epochs[0].epoch, 2);
+  EXPECT_NEAR(r->epochs[0].train_loss, full_epochs[1].train_loss, tol);
+  auto wa = Weights(full);
+  auto wr = Weights(out);
+  for (auto& [name, t] : wa) {
+    EXPECT_LE((t.to(torch::kDouble) - wr.at(name).to(torch::kDouble)).abs().max().item<double>(), tol) << name;
+  }
+}
+
 TEST(TrainerTest, ResumeContinuesAtTheRightEpochWithTheSameOptimizerState) {
   testing::TempDir full, part, resumed;
   TrainOptions o = Tiny(full.path(), TrainMode::kEndWeight, {5});
@@ -284,22 +305,12 @@ TEST(TrainerTest, ResumeContinuesAtTheRightEpochWithTheSameOptimizerState) {
   ASSERT_TRUE(b.ok()) << b.status();
   ASSERT_EQ(b->epochs.size(), 1u);
 
+  // Same weights as the uninterrupted run: the momentum buffers were restored
+  // (a fresh optimizer would take different steps).
+  ExpectResumeMatches(o, part.Join("checkpoint"), resumed.path(), a->epochs, 1e-4);
   TrainOptions c = o;
   c.out = resumed.path();
   c.resume = part.Join("checkpoint");
-  auto r = Train(c, Data());
-  ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_EQ(r->epochs.size(), 1u);
-  EXPECT_EQ(r->epochs[0].epoch, 2);
-  EXPECT_NEAR(r->epochs[0].train_loss, a->epochs[1].train_loss, 1e-4);
-  // Same weights as the uninterrupted run: the momentum buffers were restored
-  // (a fresh optimizer would take different steps).
-  auto wa = Weights(full.path());
-  auto wr = Weights(resumed.path());
-  for (auto& [name, t] : wa) {
-    EXPECT_LE((t.to(torch::kDouble) - wr.at(name).to(torch::kDouble)).abs().max().item<double>(), 1e-4)
-        << name;
-  }
   // A resume from another mode, or with another split, is refused.
   TrainOptions bad = c;
   bad.mode = TrainMode::kEndJoin;
@@ -396,24 +407,10 @@ TEST(TrainerTest, StopInsideAnEpochResumesAtThatStep) {
     other.max_steps_per_epoch = 6;
     EXPECT_EQ(Train(other, Data()).status().code(), absl::StatusCode::kFailedPrecondition);
 
-    TrainOptions c = o;
-    c.out = resumed.path();
-    c.resume = part.Join("checkpoint");
-    auto r = Train(c, Data());
-    ASSERT_TRUE(r.ok()) << r.status();
-    ASSERT_EQ(r->epochs.size(), 1u);
-    EXPECT_EQ(r->epochs[0].epoch, 2);
-    // The epoch's loss counts its first three steps, run before the stop.
-    EXPECT_NEAR(r->epochs[0].train_loss, a->epochs[1].train_loss, 1e-5);
-    EXPECT_EQ(r->epochs[0].val_accuracy, a->epochs[1].val_accuracy);
-    // The same weights as the uninterrupted run: the same batches, augmentation
-    // and optimizer state from the step after the stop on.
-    auto wa = Weights(full.path());
-    auto wr = Weights(resumed.path());
-    for (auto& [name, t] : wa) {
-      EXPECT_LE((t.to(torch::kDouble) - wr.at(name).to(torch::kDouble)).abs().max().item<double>(), 1e-5)
-          << name;
-    }
+    // The same loss (the epoch's counts its three steps before the stop) and
+    // weights as the uninterrupted run: the same batches, augmentation and
+    // optimizer state from the step after the stop on.
+    ExpectResumeMatches(o, part.Join("checkpoint"), resumed.path(), a->epochs, 1e-5);
   }
 }
 
