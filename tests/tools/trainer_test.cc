@@ -406,6 +406,18 @@ TEST(TrainerTest, StopInsideAnEpochResumesAtThatStep) {
     other.resume = part.Join("checkpoint");
     other.max_steps_per_epoch = 6;
     EXPECT_EQ(Train(other, Data()).status().code(), absl::StatusCode::kFailedPrecondition);
+    // A damaged position is a clear error, not a run that quietly diverges.
+    const std::string damaged = part.Join("damaged");
+    std::filesystem::copy(part.Join("checkpoint"), damaged, std::filesystem::copy_options::recursive);
+    for (const char* field : {"rng", "torch_rng"}) {
+      nlohmann::json bad_state = state;
+      bad_state["position"][field] = "not a random state";
+      std::ofstream(damaged + "/trainer_state.json", std::ios::trunc) << bad_state.dump();
+      TrainOptions d = o;
+      d.out = resumed.path();
+      d.resume = damaged;
+      EXPECT_EQ(Train(d, Data()).status().code(), absl::StatusCode::kDataLoss) << field;
+    }
 
     // The same loss (the epoch's counts its three steps before the stop) and
     // weights as the uninterrupted run: the same batches, augmentation and
