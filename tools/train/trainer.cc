@@ -15,6 +15,7 @@
 #include <random>
 #include <sstream>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/bundle.h"
@@ -214,34 +215,20 @@ struct EpochPosition {
   std::vector<double> exit_sum;
 };
 
-std::string Hex(const torch::Tensor& bytes) {
-  static const char kDigits[] = "0123456789abcdef";
-  const torch::Tensor b = bytes.contiguous();
-  const uint8_t* p = b.data_ptr<uint8_t>();
-  std::string out;
-  out.reserve(2 * b.numel());
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    out.push_back(kDigits[p[i] >> 4]);
-    out.push_back(kDigits[p[i] & 15]);
-  }
-  return out;
+// LibTorch's CPU generator state as lowercase hex, and back (DataLoss for text
+// that is not such hex; the generator checks the length).
+std::string GeneratorStateHex(const torch::Tensor& state) {
+  const torch::Tensor b = state.contiguous();
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(b.data_ptr<uint8_t>()), static_cast<size_t>(b.numel())));
 }
 
-absl::StatusOr<torch::Tensor> Unhex(const std::string& hex) {
-  if (hex.size() % 2 != 0) return absl::DataLossError("odd-length random state");
-  torch::Tensor t = torch::empty({static_cast<int64_t>(hex.size() / 2)}, torch::kUInt8);
-  uint8_t* p = t.data_ptr<uint8_t>();
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
-    if (hi < 0 || lo < 0) return absl::DataLossError("random state is not hex");
-    p[i / 2] = static_cast<uint8_t>(hi * 16 + lo);
+absl::StatusOr<torch::Tensor> GeneratorStateFromHex(const std::string& hex) {
+  if (hex.size() % 2 != 0 || hex.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return absl::DataLossError("random state is not hex");
   }
-  return t;
+  std::string bytes = absl::HexStringToBytes(hex);
+  return torch::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size())}, torch::kUInt8).clone();
 }
 
 json OptionsJson(const TrainOptions& o) {
@@ -643,7 +630,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
       std::istringstream rng_in(resume_position->rng);
       rng_in >> rng;
       if (!rng_in) return absl::DataLossError(absl::StrCat("checkpoint '", o.resume, "': unreadable random state"));
-      EENN_ASSIGN_OR_RETURN(torch::Tensor gen_state, Unhex(resume_position->torch_rng));
+      EENN_ASSIGN_OR_RETURN(torch::Tensor gen_state, GeneratorStateFromHex(resume_position->torch_rng));
       try {
         at::Generator gen = at::detail::getDefaultCPUGenerator();
         std::lock_guard<std::mutex> lock(gen.mutex());
@@ -680,7 +667,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o, const common::ImageData
             // dropout masks differ.)
             at::Generator gen = at::detail::getDefaultCPUGenerator();
             std::lock_guard<std::mutex> lock(gen.mutex());
-            pos.torch_rng = Hex(gen.get_state());
+            pos.torch_rng = GeneratorStateHex(gen.get_state());
           }
           pos.loss_sum = loss_sum;
           pos.seen = seen;
