@@ -17,7 +17,7 @@ namespace eenn::common {
 namespace {
 
 constexpr char kFashion[] = "/usr/share/datasets/fashion-mnist";
-const std::string kCifarFolders = std::string(EENN_SOURCE_DIR) + "/../shared/datasets/cifar10";
+const std::string kCifarFolders = EENN_CIFAR10_DIR;
 
 TEST(DatasetTest, FashionMnistIdxGzFiles) {
   DatasetOptions o;
@@ -46,7 +46,9 @@ TEST(DatasetTest, FashionMnistIdxGzFiles) {
 }
 
 TEST(DatasetTest, CifarImageFolders) {
-  if (!std::filesystem::exists(kCifarFolders)) GTEST_SKIP() << "no " << kCifarFolders;
+  if (!std::filesystem::exists(kCifarFolders)) {
+    GTEST_SKIP() << "no CIFAR-10 at " << kCifarFolders << " (cmake -DEENN_CIFAR10_DIR=...)";
+  }
   DatasetOptions o;
   o.dir = kCifarFolders;
   o.split = "test";

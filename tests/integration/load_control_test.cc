@@ -28,7 +28,7 @@ using testing::RunClient;
 using testing::StartDaemon;
 
 const std::string kBundle = std::string(EENN_SOURCE_DIR) + "/models/cifar10-resnet18";
-const std::string kTestSet = std::string(EENN_SOURCE_DIR) + "/../shared/datasets/cifar10/test";
+const std::string kTestSet = std::string(EENN_CIFAR10_DIR) + "/test";
 
 class LoadControlTest : public ::testing::Test {
  protected:
@@ -50,7 +50,7 @@ class LoadControlTest : public ::testing::Test {
     dir_ = nullptr;
   }
   void SetUp() override {
-    if (!fs::is_directory(dir_->Join("images"))) GTEST_SKIP() << "no CIFAR-10 test images at " << kTestSet;
+    if (!fs::is_directory(dir_->Join("images"))) GTEST_SKIP() << "no CIFAR-10 test images at " << kTestSet << " (cmake -DEENN_CIFAR10_DIR=...)";
   }
   void StartDevice(Daemon& d, std::vector<std::string> extra) {
     std::vector<std::string> args = {"--bundle=" + kBundle, "--listen=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
