@@ -84,11 +84,19 @@ OffloadVerdict ServerLoadGate::Decide(absl::Duration budget, int split, absl::Ti
   // While the device is the quicker, one request every explore_interval is
   // offloaded all the same, so that the round trip stays measured (the
   // server's reports give its queue, not its compute or the link).
-  if (local_faster && !queue_full && !too_slow && now - last_offload_ >= options_.explore_interval) {
+  //
+  // The same holds when the round trip's fixed part alone makes the answer too
+  // late: only an offload measures it again (the reports lower the wait, never
+  // the base), so without this a base that once rose (a slow batch, a
+  // congested link) would keep every request local for good.
+  const double wait_ms = has_wait_ ? wait_ms_ : 0.0;
+  const bool explore_due = now - last_offload_ >= options_.explore_interval;
+  const bool slow_base = too_slow && has_base_ && wait_ms < allowed_ms;
+  if (!queue_full && explore_due && ((local_faster && !too_slow) || slow_base)) {
     local_faster = false;
     v.explore = true;
   }
-  if (!queue_full && !too_slow && !local_faster) {
+  if (!queue_full && (!too_slow || v.explore) && !local_faster) {
     declining_ = false;
     last_offload_ = now;
     return v;

@@ -24,7 +24,9 @@
 // at once. While the device is the quicker, one request per
 // `explore_interval` is offloaded anyway, so the round trip (link and
 // server compute, which the server's load reports do not show) stays
-// measured and offloading resumes when it pays again.
+// measured and offloading resumes when it pays again; so is one request
+// per interval while that fixed part of the round trip alone makes the
+// answer too late for the budget.
 //
 // While it declines, no request waits to find out whether the server has
 // recovered: the device's monitor asks for the server's load (GetModelInfo)
@@ -89,7 +91,8 @@ struct OffloadVerdict {
   bool started_declining = false;  // this decision is the first decline after offloading
   double expected_ms = 0;      // expected round trip (0 until the first observation)
   double local_ms = 0;         // expected local finish from the split (0: unknown)
-  bool explore = false;        // offloaded although local is the quicker (keeps the round trip measured)
+  bool explore = false;        // offloaded to keep the round trip measured (local is the quicker, or the
+                               // round trip's fixed part alone is over the budget)
   std::string reason;          // why not, when !offload
 };
 

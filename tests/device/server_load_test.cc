@@ -104,6 +104,48 @@ TEST(ServerLoadGateTest, TimeoutIsLoadAndReportsBringTheEstimateBack) {
   EXPECT_FALSE(gate.declining());
 }
 
+TEST(ServerLoadGateTest, ARoundTripThatRoseIsMeasuredAgain) {
+  ServerLoadGate gate(ServerLoadOptions{});
+  absl::Time t = absl::FromUnixSeconds(1000);
+  // One offload, then a slow answer (a slow batch, a congested link): 60 ms,
+  // none of it in the server's queue.
+  EXPECT_TRUE(gate.Decide(absl::Milliseconds(45), -1, t).offload);
+  gate.ObserveOffload(60000, 0, Load(0, 256, 500));
+  // A 45 ms budget allows 36 ms: declined, and the server's reports (an empty
+  // queue) do not lower the round trip's fixed part.
+  for (int i = 1; i <= 5; ++i) {
+    gate.ObserveReport(Load(0, 256, 500));
+    auto v = gate.Decide(absl::Milliseconds(45), -1, t + absl::Milliseconds(i));
+    EXPECT_FALSE(v.offload) << i;
+    EXPECT_NE(v.reason.find("expected answer in 60.0 ms, budget 45.0 ms"), std::string::npos) << v.reason;
+  }
+  // explore_interval (250 ms) after the last offload one goes, to measure it
+  // again; the next waits for the answer.
+  auto v = gate.Decide(absl::Milliseconds(45), -1, t + absl::Milliseconds(250));
+  EXPECT_TRUE(v.offload);
+  EXPECT_TRUE(v.explore);
+  EXPECT_FALSE(gate.Decide(absl::Milliseconds(45), -1, t + absl::Milliseconds(251)).offload);
+  // The link is quick again (5 ms): 0.7 x 60 + 0.3 x 5 = 43.5 ms, still over.
+  gate.ObserveOffload(5000, 0, Load(0, 256, 500));
+  EXPECT_NEAR(gate.state().base_ms, 43.5, 1e-9);
+  EXPECT_FALSE(gate.Decide(absl::Milliseconds(45), -1, t + absl::Milliseconds(300)).offload);
+  // The next exploration brings it under: 0.7 x 43.5 + 0.3 x 5 = 31.95 ms.
+  v = gate.Decide(absl::Milliseconds(45), -1, t + absl::Milliseconds(500));
+  EXPECT_TRUE(v.explore);
+  gate.ObserveOffload(5000, 0, Load(0, 256, 500));
+  v = gate.Decide(absl::Milliseconds(45), -1, t + absl::Milliseconds(501));
+  EXPECT_TRUE(v.offload);
+  EXPECT_FALSE(v.explore);
+  EXPECT_FALSE(gate.declining());
+  // A queue that makes the answer late is the reports' to follow: no
+  // exploration into it (the wait alone is over the budget).
+  for (int i = 0; i < 5; ++i) gate.ObserveReport(Load(40, 256, 500));  // 80 ms of queue
+  ASSERT_GT(gate.state().wait_ms, 36);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_FALSE(gate.Decide(absl::Milliseconds(45), -1, t + absl::Seconds(2 + i)).offload) << i;
+  }
+}
+
 TEST(ServerLoadGateTest, FinishesLocallyWhenTheDeviceIsTheQuicker) {
   ServerLoadGate gate(ServerLoadOptions{});
   absl::Time t = absl::FromUnixSeconds(1000);
