@@ -458,9 +458,19 @@ class EdgeEngine::Impl {
       absl::Status offload_error;
       const char* fallback_word = nullptr;  // metrics reason; default: from the error's code
       absl::Duration timeout = options_.offload_timeout;
+      bool callers_timeout = false;  // the caller's deadline, not the device's, bounds the offload
       if (item.input.deadline != absl::InfiniteFuture()) {
+        const absl::Duration left = item.input.deadline - absl::Now();
+        if (left <= absl::ZeroDuration()) {  // the caller has given up: nothing to offload or finish
+          return absl::DeadlineExceededError(absl::StrCat("deadline passed before offloading at split ", split, ", ",
+                                                          Micros(absl::Now() - t0),
+                                                          " us after leaving the eenn-device queue"));
+        }
         // Leave time to finish locally if the server does not answer.
-        timeout = std::min(timeout, (item.input.deadline - absl::Now()) / 2);
+        if (left / 2 < timeout) {
+          timeout = left / 2;
+          callers_timeout = true;
+        }
       }
       OffloadVerdict verdict;
       if (client_ && server.available) verdict = gate_.Decide(timeout, split);
@@ -525,9 +535,11 @@ class EdgeEngine::Impl {
           // A timeout marks the server down unless the load gate is on: then
           // it is taken as load (the gate declines until the server's reports
           // say it caught up) and the monitor, polling while the gate
-          // declines, marks it down if it stops answering.
+          // declines, marks it down if it stops answering. A timeout the
+          // caller's deadline set says nothing about the server: it had less
+          // than the device's own offload timeout.
           if (code == absl::StatusCode::kUnavailable ||
-              (code == absl::StatusCode::kDeadlineExceeded && !options_.server_load.enabled)) {
+              (code == absl::StatusCode::kDeadlineExceeded && !options_.server_load.enabled && !callers_timeout)) {
             SetServer(false, absl::StrCat("offload server ", client_->target(), " failed a request: ",
                                           offload_error.ToString()));
           } else if (code == absl::StatusCode::kFailedPrecondition) {

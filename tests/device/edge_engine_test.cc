@@ -281,6 +281,35 @@ TEST_F(EdgeEngineTest, LoadBlindDeviceOffloadsToABusyServer) {
   EXPECT_EQ(e->server_load().declined, 0);
 }
 
+// A load-blind device marks a server down when an offload runs out of the
+// device's own offload timeout, not when the caller's deadline cut it short.
+TEST_F(EdgeEngineTest, TimeoutSetByTheCallersDeadlineLeavesTheServerUp) {
+  FakeServer* server;
+  EdgeEngineOptions o;
+  o.split_layer = 0;
+  o.server_load.enabled = false;
+  o.offload_timeout = absl::Seconds(10);
+  auto e = Make(o, &server);
+  server->FailWith(absl::DeadlineExceededError("Deadline Exceeded"));
+  for (int i = 0; i < 3; ++i) {
+    ClassifyInput in = Input(i);
+    in.deadline = absl::Now() + absl::Seconds(2);  // the offload gets 1 s, not 10
+    auto r = e->ClassifySync(std::move(in));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->decided, Decision::kFallback);
+    EXPECT_EQ(r->result.class_id, Local(images_[i]).class_id);
+    EXPECT_TRUE(e->server_state().available) << i;
+  }
+  EXPECT_EQ(server->resume_calls.load(), 3);
+  // The device's own timeout: the server is down until a probe finds it.
+  auto r = e->ClassifySync(Input(3));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->decided, Decision::kFallback);
+  EXPECT_FALSE(e->server_state().available);
+  EXPECT_EQ(e->ClassifySync(Input(4))->decided, Decision::kFallback);
+  EXPECT_EQ(server->resume_calls.load(), 4);
+}
+
 TEST_F(EdgeEngineTest, OtherVersionIsNeverOffloadedTo) {
   FakeServer* server;
   EdgeEngineOptions o;
