@@ -3,7 +3,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
+#include <type_traits>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -44,7 +46,7 @@ class Reader {
     if (!v->is_number_integer()) {
       return Fail(absl::StrCat("field '", Path(key), "' must be an integer"));
     }
-    *out = v->get<T>();
+    IntegerAs(*v, key, out);
   }
   void Number(const char* key, double* out, bool required = true) {
     const json* v = Get(key, required);
@@ -63,7 +65,13 @@ class Reader {
         return Fail(absl::StrCat("field '", Path(key), "' must hold only ",
                                  std::is_integral_v<T> ? "integers" : "numbers"));
       }
-      out->push_back(e.get<T>());
+      if constexpr (std::is_integral_v<T>) {
+        T x{};
+        if (!IntegerAs(e, key, &x)) return;
+        out->push_back(x);
+      } else {
+        out->push_back(e.get<T>());
+      }
     }
   }
   void StringList(const char* key, std::vector<std::string>* out, bool required = true) {
@@ -97,6 +105,32 @@ class Reader {
 
  private:
   std::string Path(const char* key) const { return path_.empty() ? key : path_ + "." + key; }
+
+  // An integer JSON value (signed or unsigned, up to 64 bits) as T, refusing
+  // one that T cannot hold instead of narrowing it (get<T>() would wrap).
+  template <typename T>
+  bool IntegerAs(const json& v, const char* key, T* out) {
+    static_assert(std::is_integral_v<T> && std::is_signed_v<T> && sizeof(T) <= sizeof(int64_t));
+    constexpr int64_t kMin = std::numeric_limits<T>::min();
+    constexpr int64_t kMax = std::numeric_limits<T>::max();
+    bool fits;
+    int64_t x = 0;
+    if (v.is_number_unsigned()) {
+      const uint64_t u = v.get<uint64_t>();
+      fits = u <= static_cast<uint64_t>(kMax);
+      if (fits) x = static_cast<int64_t>(u);
+    } else {
+      x = v.get<int64_t>();
+      fits = x >= kMin && x <= kMax;
+    }
+    if (!fits) {
+      Fail(absl::StrCat("field '", Path(key), "' holds ", v.dump(), ", out of range [", kMin, ", ", kMax,
+                        "]"));
+      return false;
+    }
+    *out = static_cast<T>(x);
+    return true;
+  }
   const json& j_;
   std::string path_;
   absl::Status status_;

@@ -93,5 +93,29 @@ TEST(ManifestTest, EachBadFieldIsNamed) {
               "head.kind");
 }
 
+// Integers are read as 64-bit and range-checked against their field, never
+// narrowed: 4294967297 (2^32 + 1) as a 32-bit int would read as 1.
+TEST(ManifestTest, OutOfRangeIntegersAreRefusedNotNarrowed) {
+  const std::string range32 = "out of range [-2147483648, 2147483647]";
+  ExpectError([](json& j) { j["format_version"] = 4294967297LL; }, "field 'format_version' holds 4294967297, " + range32);
+  ExpectError([](json& j) { j["exits"]["layers"] = {-4294967292LL, 11}; },  // would read as 4
+              "field 'exits.layers' holds -4294967292, " + range32);
+  ExpectError([](json& j) { j["architecture"]["head"] = {{"kind", "pool_linear"}, {"hidden", 18446744073709551615ULL}, {"dropout", 0}}; },
+              "field 'architecture.head.hidden' holds 18446744073709551615, out of range");
+  ExpectError([](json& j) { j["exits"]["layers"] = {4, 4294967307LL}; },
+              "field 'exits.layers' holds 4294967307, " + range32);
+  ExpectError([](json& j) { j["input"]["shape"] = {3, 32, 9223372036854775808ULL}; },
+              "field 'input.shape' holds 9223372036854775808, out of range");
+  // In range, including unsigned JSON values: accepted as before.
+  auto m = ParseManifest([] {
+    json j = Valid();
+    j["format_version"] = 1u;
+    j["exits"]["layers"] = {4u, 11u};
+    return j.dump();
+  }());
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->spec.exit_layers, (std::vector<int>{4, 11}));
+}
+
 }  // namespace
 }  // namespace eenn::common
