@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -28,11 +29,16 @@ ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address to serve on (port 
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091",
           "Prometheus /metrics address (port 0 picks one; empty disables).");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads (0 = all cores).");
-ABSL_FLAG(int, max_batch_size, 32, "Samples per forward pass (dynamic batching).");
+ABSL_FLAG(int, max_batch_size, 32, "Samples per forward pass (dynamic batching), a hard limit.");
 ABSL_FLAG(int, max_queue_delay_us, 1000,
           "How long the batcher holds the oldest request waiting for others with its split.");
 ABSL_FLAG(int, queue_capacity, 256, "Requests waiting before RESOURCE_EXHAUSTED.");
-ABSL_FLAG(int, max_request_samples, 64, "Samples one Resume request may carry.");
+ABSL_FLAG(int, max_queued_mib, 256,
+          "MiB of decoded tensors (float32) the waiting requests may hold together; a request that "
+          "would take them past it is refused with RESOURCE_EXHAUSTED before it is decoded. Must fit "
+          "one request of --max_request_samples at the split with the largest input.");
+ABSL_FLAG(int, max_request_samples, 0,
+          "Samples one Resume request may carry, at most --max_batch_size (0 = --max_batch_size).");
 ABSL_FLAG(int, executors, 1, "Executor threads (each runs one batch at a time).");
 ABSL_FLAG(int, max_message_bytes, 16 << 20, "Largest gRPC message accepted.");
 ABSL_FLAG(double, drain_timeout_s, 10, "On SIGTERM, how long in-flight requests may take.");
@@ -71,6 +77,10 @@ int main(int argc, char** argv) {
   opts.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   opts.max_queue_delay = absl::Microseconds(absl::GetFlag(FLAGS_max_queue_delay_us));
   opts.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
+  if (absl::GetFlag(FLAGS_max_queued_mib) < 1) {
+    return Fail(absl::InvalidArgumentError("--max_queued_mib must be >= 1"));
+  }
+  opts.max_queued_bytes = int64_t{absl::GetFlag(FLAGS_max_queued_mib)} << 20;
   opts.max_request_samples = absl::GetFlag(FLAGS_max_request_samples);
   opts.executors = absl::GetFlag(FLAGS_executors);
   auto engine = eenn::server::OffloadEngine::Create(bundle, opts, &metrics);
@@ -129,10 +139,12 @@ int main(int argc, char** argv) {
   metrics.ready->Set(0);
   const absl::Duration drain = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
   (*engine)->StopAccepting();
-  // Shutdown stops new RPCs and waits (up to the deadline) for in-flight ones,
-  // which the engine keeps serving.
+  // gRPC's Shutdown stops new RPCs and returns only when every call has its
+  // answer; the engine drains alongside it and refuses (UNAVAILABLE) what it
+  // has not run within `drain`, so the whole stop takes about `drain`.
+  std::thread engine_drain([&] { (*engine)->Shutdown(drain); });
   server->Shutdown(absl::ToChronoTime(absl::Now() + drain));
-  (*engine)->Shutdown(absl::ZeroDuration());
+  engine_drain.join();
   std::printf("eenn-server: stopped\n");
   return 0;
 }

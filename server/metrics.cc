@@ -26,12 +26,12 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry, const std::string& 
   total_seconds = &stage.Add({{"stage", "total"}}, b);
   batch_size = &BuildHistogram()
                     .Name("eenn_server_batch_size")
-                    .Help("Samples per forward pass formed by the dynamic batcher")
+                    .Help("Samples per successful forward pass formed by the dynamic batcher")
                     .Register(registry)
                     .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128});
   samples = &BuildCounter()
                  .Name("eenn_server_samples_total")
-                 .Help("Samples resumed from a split layer")
+                 .Help("Samples resumed from a split layer (successful forward passes only)")
                  .Register(registry)
                  .Add({});
   auto& bytes = BuildCounter()

@@ -39,8 +39,8 @@ class ServerMetrics {
   prometheus::Histogram* queue_seconds;    // wait in the batcher's queue
   prometheus::Histogram* compute_seconds;  // the batch forward (per request: its batch's time)
   prometheus::Histogram* total_seconds;    // receipt to reply
-  prometheus::Histogram* batch_size;       // samples per forward pass
-  prometheus::Counter* samples;            // samples resumed
+  prometheus::Histogram* batch_size;       // samples per successful forward pass
+  prometheus::Counter* samples;            // samples resumed by successful forwards
   prometheus::Counter* received_bytes;     // request payload bytes
   prometheus::Counter* sent_bytes;         // reply payload bytes
   prometheus::Gauge* queue_depth;          // requests waiting now

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <deque>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -22,6 +23,12 @@ int64_t Micros(absl::Duration d) { return absl::ToInt64Microseconds(d); }
 
 std::string ShapeString(const std::vector<int64_t>& s) {
   return absl::StrCat("[", absl::StrJoin(s, ", "), "]");
+}
+
+int64_t NumElements(const std::vector<int64_t>& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
 }
 
 }  // namespace
@@ -79,24 +86,49 @@ class OffloadEngine::Impl {
     return absl::OkStatus();
   }
 
-  void Submit(ResumeJob job, Callback done) {
+  // Admission control: a place (and its decoded bytes) is held from here
+  // until the job leaves the queue, so nothing is allocated for a refused job.
+  absl::StatusOr<int64_t> Admit(int split, const std::vector<int64_t>& shape) {
+    if (auto s = ValidateShape(split, shape); !s.ok()) return s;
+    const int64_t bytes = NumElements(shape) * static_cast<int64_t>(sizeof(float));
+    absl::MutexLock lock(&mu_);
+    if (!accepting_) return absl::UnavailableError("eenn-server is shutting down");
+    if (static_cast<int>(queue_.size()) + admitted_ >= options_.queue_capacity) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "eenn-server queue is full (", options_.queue_capacity, " requests waiting)"));
+    }
+    if (held_bytes_ + bytes > options_.max_queued_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "eenn-server queue is full: its requests hold ", held_bytes_, " bytes of tensors, this one needs ",
+          bytes, " more, the limit is ", options_.max_queued_bytes, " (max_queued_bytes)"));
+    }
+    ++admitted_;
+    held_bytes_ += bytes;
+    return bytes;
+  }
+
+  // Gives back an admission that was not submitted.
+  void Release(int64_t bytes) {
+    absl::MutexLock lock(&mu_);
+    --admitted_;
+    held_bytes_ -= bytes;
+  }
+
+  // Queues an admitted job; its admission (`bytes`) passes to the queue entry.
+  void Submit(int64_t bytes, ResumeJob job, Callback done) {
     const int n = static_cast<int>(job.shape.empty() ? 0 : job.shape[0]);
-    absl::Status refused;
     {
       absl::MutexLock lock(&mu_);
-      if (!accepting_) {
-        refused = absl::UnavailableError("eenn-server is shutting down");
-      } else if (static_cast<int>(queue_.size()) >= options_.queue_capacity) {
-        refused = absl::ResourceExhaustedError(absl::StrCat(
-            "eenn-server queue is full (", options_.queue_capacity, " requests waiting)"));
-      } else {
-        queue_.push_back(Pending{std::move(job), std::move(done), absl::Now(), n});
+      --admitted_;
+      if (accepting_) {
+        queue_.push_back(Pending{std::move(job), std::move(done), absl::Now(), n, bytes});
         ++version_;
         if (metrics_) metrics_->queue_depth->Set(static_cast<double>(queue_.size()));
         return;
       }
+      held_bytes_ -= bytes;
     }
-    done(refused);
+    done(absl::UnavailableError("eenn-server is shutting down"));
   }
 
   void StopAccepting() {
@@ -112,6 +144,7 @@ class OffloadEngine::Impl {
       auto drained = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return queue_.empty() && running_ == 0; };
       mu_.AwaitWithTimeout(absl::Condition(&drained), timeout);
       left.swap(queue_);
+      for (const auto& p : left) held_bytes_ -= p.bytes;
       stopping_ = true;
       if (metrics_) metrics_->queue_depth->Set(0);
     }
@@ -122,7 +155,11 @@ class OffloadEngine::Impl {
 
   LoadSnapshot Load() const {
     absl::MutexLock lock(&mu_);
-    return LoadSnapshot{static_cast<int>(queue_.size()), options_.queue_capacity, service_rate_};
+    double rate = service_rate_;
+    if (rate == 0 && window_busy_ > absl::ZeroDuration()) {
+      rate = window_samples_ / absl::ToDoubleSeconds(window_busy_);  // the first window, so far
+    }
+    return LoadSnapshot{static_cast<int>(queue_.size()), options_.queue_capacity, rate};
   }
 
  private:
@@ -131,6 +168,7 @@ class OffloadEngine::Impl {
     Callback done;
     absl::Time enqueued;
     int samples = 0;
+    int64_t bytes = 0;  // its share of held_bytes_
   };
 
   // Samples queued with `split`.
@@ -167,25 +205,49 @@ class OffloadEngine::Impl {
         if (it->job.split_layer == take_split &&
             (batch.empty() || samples + it->samples <= options_.max_batch_size)) {
           samples += it->samples;
+          held_bytes_ -= it->bytes;
           batch.push_back(std::move(*it));
           it = queue_.erase(it);
         } else {
           ++it;
         }
       }
-      ++running_;
+      if (running_++ == 0) busy_since_ = absl::Now();
       if (metrics_) metrics_->queue_depth->Set(static_cast<double>(queue_.size()));
       mu_.Unlock();
-      const double rate = RunBatch(take_split, batch);
+      RunBatch(take_split, batch);
+      batch.clear();  // free the jobs' tensors outside the lock
       mu_.Lock();
+      AccrueBusy();
       --running_;
-      if (rate > 0) service_rate_ = service_rate_ == 0 ? rate : 0.8 * service_rate_ + 0.2 * rate;
     }
     mu_.Unlock();
   }
 
-  // Runs one batch and answers its jobs; returns the samples/s achieved (0 if none ran).
-  double RunBatch(int split, std::vector<Pending>& batch) {
+  // Service rate: the wall-clock time during which at least one executor runs
+  // a batch is split into windows of kServiceRateWindow; each window's rate is
+  // the samples its forwards completed over its length, so N executors busy
+  // together count N times the samples of one.
+  void AccrueBusy() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const absl::Time now = absl::Now();
+    window_busy_ += now - busy_since_;
+    busy_since_ = now;
+  }
+  // Called by the executor right after its forward, before the jobs are
+  // answered, so that their replies' load already counts it.
+  void ForwardDone(int64_t served) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    AccrueBusy();
+    window_samples_ += served;
+    if (window_busy_ < kServiceRateWindow) return;
+    const double rate = window_samples_ / absl::ToDoubleSeconds(window_busy_);
+    service_rate_ = service_rate_ == 0 ? rate : 0.5 * service_rate_ + 0.5 * rate;
+    window_busy_ = absl::ZeroDuration();
+    window_samples_ = 0;
+  }
+
+  // Runs one batch and answers its jobs.
+  void RunBatch(int split, std::vector<Pending>& batch) {
     const absl::Time start = absl::Now();
     std::vector<Pending*> live;
     int64_t total = 0;
@@ -198,7 +260,7 @@ class OffloadEngine::Impl {
       live.push_back(&p);
       total += p.samples;
     }
-    if (live.empty()) return 0;
+    if (live.empty()) return;
     std::vector<int64_t> shape = model_.layer_input_shapes[split];
     int64_t per_sample = 1;
     for (int64_t d : shape) per_sample *= d;
@@ -225,7 +287,9 @@ class OffloadEngine::Impl {
     }
     const absl::Time end = absl::Now();
     const int64_t compute_us = Micros(end - start);
-    if (metrics_) {
+    // A failed forward resumed nothing: it counts for neither the rate nor the metrics.
+    ForwardDone(result.ok() ? total : 0);
+    if (metrics_ && result.ok()) {
       metrics_->batch_size->Observe(static_cast<double>(total));
       metrics_->samples->Increment(static_cast<double>(total));
     }
@@ -250,7 +314,6 @@ class OffloadEngine::Impl {
       }
       p->done(std::move(r));
     }
-    return result.ok() ? total / std::max(1e-9, absl::ToDoubleSeconds(end - start)) : 0;
   }
 
   common::Bundle bundle_;
@@ -263,21 +326,47 @@ class OffloadEngine::Impl {
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;  // bumped on every enqueue
   int running_ ABSL_GUARDED_BY(mu_) = 0;
+  int admitted_ ABSL_GUARDED_BY(mu_) = 0;       // admissions not yet submitted
+  int64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // decoded bytes of admitted and queued jobs
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  double service_rate_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time busy_since_ ABSL_GUARDED_BY(mu_);  // while running_ > 0: busy time counted up to here
+  absl::Duration window_busy_ ABSL_GUARDED_BY(mu_);
+  int64_t window_samples_ ABSL_GUARDED_BY(mu_) = 0;
+  double service_rate_ ABSL_GUARDED_BY(mu_) = 0;  // samples/s, smoothed over windows
 };
 
 absl::StatusOr<std::unique_ptr<OffloadEngine>> OffloadEngine::Create(const std::string& bundle_dir,
-                                                                     const OffloadEngineOptions& options,
+                                                                     const OffloadEngineOptions& given,
                                                                      ServerMetrics* metrics) {
+  OffloadEngineOptions options = given;
+  if (options.max_request_samples == 0) options.max_request_samples = options.max_batch_size;
   if (options.max_batch_size < 1 || options.queue_capacity < 1 || options.max_request_samples < 1 ||
-      options.max_queue_delay < absl::ZeroDuration()) {
+      options.max_queued_bytes < 1 || options.max_queue_delay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "max_batch_size, queue_capacity and max_request_samples must be >= 1 and max_queue_delay >= 0");
+        "max_batch_size, queue_capacity, max_queued_bytes and max_request_samples must be >= 1 "
+        "(max_request_samples 0: max_batch_size) and max_queue_delay >= 0");
+  }
+  if (options.max_request_samples > options.max_batch_size) {
+    // A request is never split across forward passes.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_request_samples (", options.max_request_samples, ") exceeds max_batch_size (",
+        options.max_batch_size, "): a request runs in one forward pass, so max_request_samples must be "
+        "<= max_batch_size"));
   }
   EENN_ASSIGN_OR_RETURN(common::Bundle bundle, common::LoadBundle(bundle_dir));
   auto impl = std::make_unique<Impl>(std::move(bundle), options, metrics);
+  const common::ServedModel& m = impl->model();
+  for (int split = 0; split < m.num_layers; ++split) {
+    const int64_t largest = options.max_request_samples * NumElements(m.layer_input_shapes[split]) *
+                            static_cast<int64_t>(sizeof(float));
+    if (largest > options.max_queued_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "max_queued_bytes (", options.max_queued_bytes, ") is below one request of max_request_samples (",
+          options.max_request_samples, ") samples at split ", split, " (", largest,
+          " bytes decoded): such requests would always be refused"));
+    }
+  }
   if (options.warmup) EENN_RETURN_IF_ERROR(impl->Warmup());
   impl->Start();
   return std::unique_ptr<OffloadEngine>(new OffloadEngine(std::move(impl)));
@@ -290,7 +379,44 @@ const OffloadEngineOptions& OffloadEngine::options() const { return impl_->optio
 absl::Status OffloadEngine::ValidateShape(int split, const std::vector<int64_t>& shape) const {
   return impl_->ValidateShape(split, shape);
 }
-void OffloadEngine::Submit(ResumeJob job, Callback done) { impl_->Submit(std::move(job), std::move(done)); }
+absl::StatusOr<OffloadEngine::Admission> OffloadEngine::Admit(int split, const std::vector<int64_t>& shape) {
+  EENN_ASSIGN_OR_RETURN(const int64_t bytes, impl_->Admit(split, shape));
+  Admission a;
+  a.impl_ = impl_.get();
+  a.bytes_ = bytes;
+  return a;
+}
+void OffloadEngine::Submit(Admission admission, ResumeJob job, Callback done) {
+  if (admission.impl_ != impl_.get()) {
+    done(absl::FailedPreconditionError("job submitted without an admission from this engine"));
+    return;
+  }
+  admission.impl_ = nullptr;  // its place passes to the queue entry
+  impl_->Submit(admission.bytes_, std::move(job), std::move(done));
+}
+void OffloadEngine::Submit(ResumeJob job, Callback done) {
+  auto admission = Admit(job.split_layer, job.shape);
+  if (!admission.ok()) {
+    done(admission.status());
+    return;
+  }
+  Submit(std::move(*admission), std::move(job), std::move(done));
+}
+
+OffloadEngine::Admission::Admission(Admission&& other) noexcept
+    : impl_(std::exchange(other.impl_, nullptr)), bytes_(other.bytes_) {}
+OffloadEngine::Admission& OffloadEngine::Admission::operator=(Admission&& other) noexcept {
+  if (this != &other) {
+    Release();
+    impl_ = std::exchange(other.impl_, nullptr);
+    bytes_ = other.bytes_;
+  }
+  return *this;
+}
+OffloadEngine::Admission::~Admission() { Release(); }
+void OffloadEngine::Admission::Release() {
+  if (impl_) std::exchange(impl_, nullptr)->Release(bytes_);
+}
 void OffloadEngine::StopAccepting() { impl_->StopAccepting(); }
 void OffloadEngine::Shutdown(absl::Duration timeout) { impl_->Shutdown(timeout); }
 LoadSnapshot OffloadEngine::Load() const { return impl_->Load(); }

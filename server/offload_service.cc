@@ -20,7 +20,7 @@ void FillLoad(const LoadSnapshot& l, v1::ServerLoad* out) {
 
 }  // namespace
 
-absl::StatusOr<ResumeJob> OffloadServiceImpl::Decode(const v1::ResumeRequest& req) const {
+absl::StatusOr<OffloadServiceImpl::Decoded> OffloadServiceImpl::Decode(const v1::ResumeRequest& req) const {
   const common::ServedModel& m = engine_->model();
   if (req.model_name() != m.name || req.model_version() != m.version) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -31,31 +31,47 @@ absl::StatusOr<ResumeJob> OffloadServiceImpl::Decode(const v1::ResumeRequest& re
   auto view = wire::FromProto(req.tensor());
   if (!view.ok()) return view.status();
   if (auto s = engine_->ValidateShape(req.split_layer(), view->shape); !s.ok()) return s;
-  ResumeJob job;
-  job.split_layer = req.split_layer();
-  job.shape = view->shape;
-  // ValidateShape bounded the element count; decode checks bytes and values.
+  // ValidateShape bounded the element count. The byte counts the request
+  // declares must agree with it before anything is allocated.
   int64_t n = 1;
   for (int64_t d : view->shape) n *= d;
-  job.values.resize(static_cast<size_t>(n));
-  if (auto s = common::DecodeTensor(*view, n, job.values.data(), n); !s.ok()) return s;
-  return job;
+  const int64_t expect = n * common::BytesPerElement(view->encoding);
+  if (view->encoded_size != expect) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor encoded_size is ", view->encoded_size, " bytes, but ", n, " ",
+        common::EncodingName(view->encoding), " elements take ", expect));
+  }
+  if (view->compression == common::WireCompression::kNone &&
+      static_cast<int64_t>(view->data.size()) != expect) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor data holds ", view->data.size(),
+                                                   " bytes, shape and encoding need ", expect));
+  }
+  // A place in the queue before decoding: a request the queue refuses is not decoded.
+  auto admission = engine_->Admit(req.split_layer(), view->shape);
+  if (!admission.ok()) return admission.status();
+  Decoded d{ResumeJob(), std::move(*admission)};
+  d.job.split_layer = req.split_layer();
+  d.job.shape = view->shape;
+  d.job.values.resize(static_cast<size_t>(n));
+  // Decode checks the compression frame and the values.
+  if (auto s = common::DecodeTensor(*view, n, d.job.values.data(), n); !s.ok()) return s;
+  return d;
 }
 
 void OffloadServiceImpl::Handle(const v1::ResumeRequest& req, absl::Time deadline, Done done) {
   const absl::Time t0 = absl::Now();
   const size_t request_bytes = req.ByteSizeLong();
   if (metrics_) metrics_->received_bytes->Increment(static_cast<double>(request_bytes));
-  auto job = Decode(req);
+  auto decoded = Decode(req);
   const absl::Time t1 = absl::Now();
   if (metrics_) metrics_->decode_seconds->Observe(absl::ToDoubleSeconds(t1 - t0));
-  if (!job.ok()) {
-    if (metrics_) metrics_->RequestDone(job.status().code());
-    done(job.status(), v1::ResumeReply());
+  if (!decoded.ok()) {
+    if (metrics_) metrics_->RequestDone(decoded.status().code());
+    done(decoded.status(), v1::ResumeReply());
     return;
   }
-  job->deadline = deadline;
-  engine_->Submit(std::move(*job), [this, id = req.request_id(), t0, t1,
+  decoded->job.deadline = deadline;
+  engine_->Submit(std::move(decoded->admission), std::move(decoded->job), [this, id = req.request_id(), t0, t1,
                                     done = std::move(done)](absl::StatusOr<ResumeResult> r) {
     v1::ResumeReply reply;
     if (r.ok()) {

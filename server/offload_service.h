@@ -1,11 +1,13 @@
 // eenn.v1.OffloadService over gRPC's callback API: validates each Resume
-// request (model, version, split, tensor), decodes its tensor, hands the job
-// to the OffloadEngine and answers when the engine calls back. No LibTorch
+// request (model, version, split, tensor), holds a place in the engine's
+// queue, decodes its tensor, hands the job to the OffloadEngine and answers
+// when the engine calls back. No LibTorch
 // here; the reactor never blocks on inference.
 //
 // Errors: FAILED_PRECONDITION for a model name/version the server does not
 // serve; INVALID_ARGUMENT for a bad split, shape, dtype, encoding or byte
-// count; RESOURCE_EXHAUSTED when the queue is full; UNAVAILABLE while
+// count; RESOURCE_EXHAUSTED when the queue is full (requests or decoded
+// bytes; such a request is not decoded); UNAVAILABLE while
 // draining; DEADLINE_EXCEEDED when the caller's deadline passed in the queue;
 // INTERNAL for a model failure.
 //
@@ -41,8 +43,15 @@ class OffloadServiceImpl final : public v1::OffloadService::CallbackService {
   grpc::ServerUnaryReactor* Probe(grpc::CallbackServerContext* ctx, const v1::ProbeRequest* req,
                                   v1::ProbeReply* reply) override;
 
-  // Validates and decodes `req` into a job (public for tests).
-  absl::StatusOr<ResumeJob> Decode(const v1::ResumeRequest& req) const;
+  // Validates `req` (model, split, shape, declared byte counts), holds a
+  // place in the engine's queue for it (RESOURCE_EXHAUSTED / UNAVAILABLE from
+  // OffloadEngine::Admit) and only then decodes its tensor into a job, so a
+  // refused or inconsistent request allocates nothing (public for tests).
+  struct Decoded {
+    ResumeJob job;
+    OffloadEngine::Admission admission;  // pass to OffloadEngine::Submit
+  };
+  absl::StatusOr<Decoded> Decode(const v1::ResumeRequest& req) const;
 
   // The shared path of both RPC forms: `done` runs exactly once with the
   // status and, when OK, the filled reply.

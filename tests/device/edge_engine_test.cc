@@ -11,6 +11,7 @@
 #include "common/bundle.h"
 #include "common/tensor_image.h"
 #include "tests/test_util.h"
+#include "tests/tiny_net.h"
 
 namespace eenn::device {
 namespace {
@@ -84,17 +85,12 @@ class FakeServer : public OffloadClient {
 class EdgeEngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    testing::RegisterTinyBackbone();
-    common::ModelSpec spec;
-    spec.architecture = "test_tiny";
-    spec.exit_layers = {1};
-    auto net = common::EarlyExitNet::Create(spec);
-    ASSERT_TRUE(net.ok());
-    testing::Perturb(**net, 5);
-    auto m = common::DefaultManifest(**net, "tiny", "1");
+    auto net = testing::TinyNet(5);
+    ASSERT_NE(net, nullptr);
+    auto m = common::DefaultManifest(*net, "tiny", "1");
     m.input.shape = {3, 8, 8};
     m.thresholds = {0.3f, 0.0f};
-    ASSERT_TRUE(common::SaveBundle(dir_.path(), m, **net).ok());
+    ASSERT_TRUE(common::SaveBundle(dir_.path(), m, *net).ok());
     auto b = common::LoadBundle(dir_.path());
     ASSERT_TRUE(b.ok());
     bundle_ = std::make_shared<common::Bundle>(std::move(*b));
