@@ -178,7 +178,13 @@ int main(int argc, char** argv) {
   opts.workers = absl::GetFlag(FLAGS_workers);
   opts.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   opts.offload_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_offload_timeout_ms));
+  if (opts.offload_timeout <= absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError("--offload_timeout_ms must be > 0"));
+  }
   opts.probe_interval = absl::Milliseconds(absl::GetFlag(FLAGS_probe_interval_ms));
+  if (opts.probe_interval <= absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError("--probe_interval_ms must be > 0"));
+  }
   opts.server_load.enabled = absl::GetFlag(FLAGS_server_aware);
   opts.server_load.headroom = absl::GetFlag(FLAGS_server_headroom);
   opts.server_load.local_factor = absl::GetFlag(FLAGS_server_local_factor);
@@ -398,9 +404,13 @@ int main(int argc, char** argv) {
     control_ptr = nullptr;
   }
   (*engine)->StopAccepting();
+  // The engine drains alongside gRPC: the server's Shutdown returns only when
+  // every call has its answer, and what the engine has not run within `drain`
+  // it refuses (UNAVAILABLE), so the whole stop takes about `drain`.
+  std::thread engine_drain([&] { (*engine)->Shutdown(drain); });
   if (server) server->Shutdown(absl::ToChronoTime(absl::Now() + drain));
   if (source_thread.joinable()) source_thread.join();
-  (*engine)->Shutdown(drain);
+  engine_drain.join();
   std::printf("eenn-device: stopped\n");
   return 0;
 }

@@ -595,6 +595,43 @@ TEST_F(ReliabilityTest, DeviceSigtermWithRequestsInFlightAnswersOrRefusesEachOne
   EXPECT_NE(log.find("draining"), std::string::npos) << log;
 }
 
+// --drain_timeout_s bounds the whole stop: what the device has not run by
+// then is refused, even while gRPC waits for every call's answer.
+TEST_F(ReliabilityTest, DeviceSigtermStopsWithinItsDrainTimeout) {
+  Daemon server, device;
+  // The server holds each lone request 800 ms hoping to fill a batch; the
+  // load-blind device offloads everything with one worker, so its queue
+  // would take seconds to drain.
+  StartServer(server, {"--max_queue_delay_us=800000", "--max_batch_size=64"});
+  StartDevice(device, server.addr(),
+              {"--split=1", "--workers=1", "--queue_capacity=64", "--server_aware=false",
+               "--offload_timeout_ms=20000", "--drain_timeout_s=1"});
+  const std::string results = Results();
+  nlohmann::json s;
+  std::thread client([&] { s = RunClient(device.addr(), Images(), results, "--concurrency=24 --deadline_ms=60000"); });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until && Metric(device, "eenn_device_queue_depth") < 8) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const double queued = Metric(device, "eenn_device_queue_depth");
+  const auto t0 = std::chrono::steady_clock::now();
+  device.proc.Signal(SIGTERM);
+  EXPECT_EQ(device.proc.Wait(), 0) << device.proc.log();
+  const double stop_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  client.join();
+  ASSERT_GE(queued, 8);  // at 0.8 s each, draining them all would take over 6 s
+  // 1 s of draining, then the offload in flight (at most 0.8 s) and the exit.
+  EXPECT_LT(stop_s, 4.0) << device.proc.log();
+  EXPECT_EQ(s["lost"], 0) << s.dump();
+  EXPECT_EQ(s["answered"].get<int64_t>() + s["rejected"].get<int64_t>() + s["failed"].get<int64_t>(),
+            s["requests"].get<int64_t>());
+  EXPECT_GE(s["answered"].get<int64_t>(), 1) << s.dump();
+  EXPECT_GE(s["failed"].get<int64_t>(), 1) << s.dump();  // refused: the drain ran out
+  for (const auto& [code, count] : s["errors"].items()) {
+    EXPECT_TRUE(code == "UNAVAILABLE" || code == "CANCELLED") << code << ": " << count << "\n" << s.dump();
+  }
+}
+
 TEST_F(ReliabilityTest, OverloadIsRefusedWithResourceExhaustedAndReportedAsLoss) {
   Daemon server, device;
   StartServer(server);
