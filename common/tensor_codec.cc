@@ -307,6 +307,22 @@ absl::StatusOr<EncodedTensor> EncodeTensor(const float* values, const std::vecto
   return t;
 }
 
+absl::Status CheckEncodedSize(const EncodedTensorView& t, int64_t n) {
+  const int bpe = BytesPerElement(t.encoding);
+  if (bpe == 0) return absl::InvalidArgumentError("tensor encoding is unknown");
+  const int64_t expect = n * bpe;
+  if (t.encoded_size != expect) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor encoded_size is ", t.encoded_size, " bytes, but ", n, " ", EncodingName(t.encoding),
+        " elements take ", expect));
+  }
+  if (t.compression == WireCompression::kNone && static_cast<int64_t>(t.data.size()) != expect) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor data holds ", t.data.size(),
+                                                   " bytes, shape and encoding need ", expect));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status DecodeTensor(const EncodedTensorView& t, int64_t max_elements, float* out,
                           int64_t out_capacity) {
   auto n_or = CheckedNumElements(t.shape, max_elements);
@@ -316,14 +332,8 @@ absl::Status DecodeTensor(const EncodedTensorView& t, int64_t max_elements, floa
     return absl::InvalidArgumentError(
         absl::StrCat("tensor holds ", n, " elements, the destination ", out_capacity));
   }
-  const int bpe = BytesPerElement(t.encoding);
-  if (bpe == 0) return absl::InvalidArgumentError("tensor encoding is unknown");
-  const int64_t expect = n * bpe;
-  if (t.encoded_size != expect) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor encoded_size is ", t.encoded_size, " bytes, but ", n, " ", EncodingName(t.encoding),
-        " elements take ", expect));
-  }
+  if (auto s = CheckEncodedSize(t, n); !s.ok()) return s;
+  const int64_t expect = n * BytesPerElement(t.encoding);
   std::string unpacked;
   absl::string_view raw = t.data;
   if (t.compression == WireCompression::kZstd) {

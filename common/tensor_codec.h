@@ -65,6 +65,11 @@ EncodedTensorView View(const EncodedTensor& t);
 // dimension < 1, or a product above max_elements (checked without overflow).
 absl::StatusOr<int64_t> CheckedNumElements(const std::vector<int64_t>& shape, int64_t max_elements);
 
+// The byte counts `t` declares against its `n` elements: a known encoding,
+// encoded_size == n x bytes per element, and uncompressed data of that size.
+// Nothing is decoded (DecodeTensor checks the same first); InvalidArgument.
+absl::Status CheckEncodedSize(const EncodedTensorView& t, int64_t n);
+
 struct EncodeOptions {
   WireEncoding encoding = WireEncoding::kFp32;
   WireCompression compression = WireCompression::kNone;

@@ -35,17 +35,7 @@ absl::StatusOr<OffloadServiceImpl::Decoded> OffloadServiceImpl::Decode(const v1:
   // declares must agree with it before anything is allocated.
   int64_t n = 1;
   for (int64_t d : view->shape) n *= d;
-  const int64_t expect = n * common::BytesPerElement(view->encoding);
-  if (view->encoded_size != expect) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor encoded_size is ", view->encoded_size, " bytes, but ", n, " ",
-        common::EncodingName(view->encoding), " elements take ", expect));
-  }
-  if (view->compression == common::WireCompression::kNone &&
-      static_cast<int64_t>(view->data.size()) != expect) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor data holds ", view->data.size(),
-                                                   " bytes, shape and encoding need ", expect));
-  }
+  if (auto s = common::CheckEncodedSize(*view, n); !s.ok()) return s;
   // A place in the queue before decoding: a request the queue refuses is not decoded.
   auto admission = engine_->Admit(req.split_layer(), view->shape);
   if (!admission.ok()) return admission.status();
